@@ -1,0 +1,1 @@
+"""Analysis: statistics, plots and the HTML report on how composition moves retrieval."""

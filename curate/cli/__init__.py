@@ -1,0 +1,95 @@
+"""The `curate` command: a thin Typer shell over the library.
+
+Each command group lives in its own module of this package with a `register(app)` function. A
+command parses options, calls one library function and prints; a `CurateError` becomes one line
+on stderr and exit code 1. Heavy libraries (torch, transformers) are imported inside the commands
+that need them, so `curate mix` never loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import typer
+
+from curate import __version__
+from curate.errors import CurateError
+
+#: Modules of this package that add commands, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "ingest",
+    "mix",
+    "score",
+    "train",
+    "evaluate",
+    "report",
+    "demo",
+)
+
+app = typer.Typer(
+    name="curate",
+    help=(
+        "Curate data for universal multimodal embedding models: ingest corpora into typed "
+        "manifests, mix them by recipe, train and evaluate an embedder per mixture, and report "
+        "how composition moves retrieval."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Curate data for universal multimodal embedding models."""
+
+
+def _register_all() -> None:
+    for module in COMMAND_MODULES:
+        qualified = f"curate.cli.{module}"
+        # A command module not written yet is skipped; one that fails to import is a bug.
+        if importlib.util.find_spec(qualified) is not None:
+            importlib.import_module(qualified).register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except CurateError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as error:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,30 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from curate.workspace import Workspace
+
+WorkspaceOption = typer.Option(
+    None,
+    "--workspace",
+    "-w",
+    envvar="CURATE_HOME",
+    help="Workspace folder (manifests/, mixtures/, runs/, reports/). Default: current folder.",
+    show_default=False,
+)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+def workspace_from(path: Path | None) -> Workspace:
+    return Workspace.resolve(path)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,1 @@
+"""Training: backbones, losses, trainer, retrieval evaluation and the ablation runner."""
