@@ -211,9 +211,10 @@ def check_schema(actual: pa.Schema, expected: pa.Schema, *, where: str) -> None:
         parts.append("wrong types: " + "; ".join(wrong))
     if not parts:
         parts.append("columns are in a different order")
+    kind = (expected.metadata or {}).get(b"curate.schema", b"expected").decode()
     raise SchemaError(
-        f"{where} does not match the {expected.metadata and expected.metadata.get(b'curate.schema', b'').decode() or 'expected'} "
-        f"schema: {', '.join(parts)}. Re-create it with this version of curate."
+        f"{where} does not match the {kind} schema: {', '.join(parts)}. "
+        "Re-create it with this version of curate."
     )
 
 

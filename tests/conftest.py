@@ -12,7 +12,9 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO_ROOT.parent / "shar
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def _isolated_environment(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):
     """No test reads or writes the real home, caches or workspace, or reaches a hub."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
