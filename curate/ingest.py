@@ -298,7 +298,7 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         ).alias("pair"),
     )
     ids, id64 = hash_keys(_id_keys(df, run).to_arrow())
-    df = df.with_columns(pl.Series("id", ids.to_pylist(), dtype=pl.String))
+    df = df.with_columns(pl.Series("id", ids))
     candidate = reason.is_null().to_numpy()
     duplicate = pl.Series([False] * n)
     if candidate.any():
@@ -311,16 +311,18 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         dup[positions] = earlier[positions] | ~first_in_batch
         duplicate = pl.Series(dup)
         run.seen.add(id64[candidate & ~dup])
-    reject(
-        duplicate,
-        "duplicate_id",
-        pl.Series(
-            [
-                f"same content as an earlier record of this manifest (id {i})"
-                for i in ids.to_pylist()
-            ]
-        ),
-    )
+    if duplicate.any():
+        reject(
+            duplicate,
+            "duplicate_id",
+            pl.select(
+                pl.concat_str(
+                    pl.lit("same content as an earlier record of this manifest (id "),
+                    pl.Series(ids),
+                    pl.lit(")"),
+                )
+            ).to_series(),
+        )
 
     accepted = reason.is_null()
     rows = _manifest_rows(df.filter(accepted), repaired.filter(accepted), run)
@@ -331,7 +333,7 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
     counts["read"] = n
     counts["accepted"] = rows.num_rows
     counts["rejected"] = ledger.num_rows
-    counts["rejected_by_reason"] = dict(Counter(reason.drop_nulls().to_list()))
+    counts["rejected_by_reason"] = _value_counts(reason.drop_nulls())
     accepted_df = df.filter(accepted)
     for key, column in (
         ("by_pair", "pair"),
@@ -339,14 +341,22 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         ("by_split", "split"),
         ("by_task", "task"),
     ):
-        counts[key] = dict(Counter(accepted_df[column].to_list()))
+        counts[key] = _value_counts(accepted_df[column])
     counts["text_repaired"] = int(repaired.filter(accepted).sum())
     counts["remote_media"] = int(accepted_df["_p_remote"].fill_null(False).sum())
     return rows, ledger, counts
 
 
+def _value_counts(values: pl.Series) -> dict[str, int]:
+    counted = values.value_counts()
+    return {str(k): int(v) for k, v in counted.iter_rows()}
+
+
 def _clean_negatives(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     n = df.height
+    if df["negative_texts"].null_count() == n:
+        none = pl.Series([False] * n)
+        return df, none, none
     long = df.select("_row", "negative_texts").explode("negative_texts").with_row_index("_pos")
     cleaned = clean_series(long["negative_texts"])
     long = long.with_columns(
@@ -431,15 +441,13 @@ def _media_items(df: pl.DataFrame, run: _Run) -> pl.DataFrame:
         item = item.filter(pl.col("written").is_not_null() & (pl.col("written") != ""))
         parts.append(
             item.with_columns(
-                pl.int_range(pl.len()).over("_row").alias("order"),
+                _order_within_row(item["_row"]).alias("order"),
                 pl.lit(role).alias("role"),
                 pl.lit(_ROLE_RANK[role]).alias("role_rank"),
                 pl.lit(kind).alias("kind"),
             )
         )
-    items = pl.concat(parts) if parts else pl.DataFrame()
-    if items.height == 0:
-        return items
+    items = pl.concat(parts)
     remote = items["written"].str.contains(_URL_PATTERN)
     local = items.filter(~remote).select("written", "kind").unique(maintain_order=True)
     probe_rows = _resolve_and_probe(local, run)
@@ -453,6 +461,18 @@ def _media_items(df: pl.DataFrame, run: _Run) -> pl.DataFrame:
         [pl.DataFrame(probe_rows, schema=_PROBE_SCHEMA), remote_rows], how="diagonal_relaxed"
     ).cast(_PROBE_SCHEMA)  # type: ignore[arg-type]
     return items.join(lookup, on=["written", "kind"], how="left", maintain_order="left")
+
+
+def _order_within_row(rows: pl.Series) -> pl.Series:
+    """0, 1, 2, ... within each run of equal row numbers (rows are sorted after an explode)."""
+    import numpy as np
+
+    values = rows.to_numpy()
+    if len(values) == 0:
+        return pl.Series([], dtype=pl.Int64)
+    starts = np.r_[True, values[1:] != values[:-1]]
+    start_positions = np.maximum.accumulate(np.where(starts, np.arange(len(values)), 0))
+    return pl.Series(np.arange(len(values)) - start_positions)
 
 
 def _resolve_and_probe(local: pl.DataFrame, run: _Run) -> list[dict[str, Any]]:
@@ -520,48 +540,55 @@ def _resolve(written: str, run: _Run) -> tuple[Path | None, str, tuple[str, str]
 
 
 def _attach_media(df: pl.DataFrame, media: pl.DataFrame) -> pl.DataFrame:
-    """Replace written paths by resolved ones and add the `media` list and primary-media columns."""
-    if media.height == 0:
-        return df.with_columns(
-            pl.lit([], dtype=pl.List(_media_struct_dtype())).alias("media"),
-            pl.lit(None, dtype=pl.String).alias("_refs_query"),
-            pl.lit(None, dtype=pl.String).alias("_refs_target"),
-            *[pl.lit(None).alias(f"_p_{name}") for name in ("kind", "remote", *_MEDIA_FIELDS)],
-            pl.lit(None, dtype=pl.String).alias("_p_role"),
-        )
+    """Replace written paths by resolved ones and add the `media` list and primary-media columns.
+
+    `media` rows are grouped by draft row through list offsets over the sorted items rather than a
+    hash group-by: this is the hot path of large caption corpora (one media item a row).
+    """
+    import numpy as np
+
+    n = df.height
     media = media.sort("_row", "role_rank", "order")
-    structs = media.group_by("_row", maintain_order=True).agg(
-        pl.struct(
-            "role",
-            "kind",
-            "path",
-            "remote",
-            *[pl.col(name) for name in _MEDIA_FIELDS],
-        ).alias("media"),
-        pl.col("ref").filter(pl.col("role") == "query").str.join("\x1e").alias("_refs_query"),
-        pl.col("ref").filter(pl.col("role") == "target").str.join("\x1e").alias("_refs_target"),
+    rows = media["_row"].to_numpy().astype(np.int64)
+    role_rank = media["role_rank"].to_numpy()
+
+    def lists_of(values: pa.Array, mask: np.ndarray | None = None) -> pa.ListArray:
+        chosen_rows = rows if mask is None else rows[mask]
+        chosen = values if mask is None else values.filter(pa.array(mask))
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(chosen_rows, minlength=n), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), chosen)
+
+    item_columns = ["role", "kind", "path", "remote", *_MEDIA_FIELDS]
+    items = media.select(item_columns).cast(
+        {name: _PROBE_SCHEMA[name] for name in item_columns if name in _PROBE_SCHEMA}  # type: ignore[misc]
     )
-    primary = (
-        media.filter(pl.col("role") != "negative")
-        .sort(
-            "_row", pl.col("role_rank") != 1, "order"
-        )  # the target's first item, else the query's
-        .group_by("_row", maintain_order=True)
-        .first()
-        .select(
-            "_row",
-            pl.col("role").alias("_p_role"),
-            pl.col("kind").alias("_p_kind"),
-            pl.col("remote").alias("_p_remote"),
-            *[pl.col(name).alias(f"_p_{name}") for name in _MEDIA_FIELDS],
-        )
+    structs = pa.StructArray.from_arrays(
+        [c.combine_chunks() for c in items.to_arrow().columns], names=item_columns
     )
-    mapping = dict(zip(media["written"].to_list(), media["path"].to_list(), strict=True))
-    mapping = {k: v for k, v in mapping.items() if v is not None}
-    df = df.join(structs, on="_row", how="left", maintain_order="left").join(
-        primary, on="_row", how="left", maintain_order="left"
-    )
-    replace = {k: v for k, v in mapping.items() if k != v}
+    refs = media["ref"].to_arrow()
+    columns = {
+        "media": pl.from_arrow(lists_of(structs)),
+        "_refs_query": pl.from_arrow(lists_of(refs, role_rank == 0)).list.join("\x1e"),
+        "_refs_target": pl.from_arrow(lists_of(refs, role_rank == 1)).list.join("\x1e"),
+    }
+    # The primary media item: the target's first, else the query's first.
+    primary = np.full(n, -1, dtype=np.int64)
+    positions = np.arange(len(rows))
+    for rank in (0, 1):  # the target (rank 1) overwrites the query
+        mask = role_rank == rank
+        side_rows, side_positions = rows[mask], positions[mask]
+        first = np.r_[True, side_rows[1:] != side_rows[:-1]] if len(side_rows) else side_rows
+        primary[side_rows[first]] = side_positions[first]
+    take = pa.array(primary, mask=primary < 0)
+    picked = media.select("role", "kind", "remote", *_MEDIA_FIELDS).to_arrow().take(take)
+    for name in picked.column_names:
+        columns[f"_p_{name}"] = pl.from_arrow(picked.column(name))
+    df = df.with_columns(**{name: series for name, series in columns.items()})  # type: ignore[arg-type]
+
+    local = media.filter(~pl.col("remote").fill_null(False) & pl.col("path").is_not_null())
+    replace = dict(local.select("written", "path").unique().iter_rows())
+    replace = {k: v for k, v in replace.items() if k != v}
     if replace:
         df = df.with_columns(
             *[
@@ -570,9 +597,7 @@ def _attach_media(df: pl.DataFrame, media: pl.DataFrame) -> pl.DataFrame:
             ],
             *[pl.col(c).replace(replace) for c in ("query_video", "target_video")],
         )
-    return df.with_columns(
-        pl.col("media").fill_null(pl.lit([], dtype=pl.List(_media_struct_dtype())))
-    )
+    return df
 
 
 def _media_struct_dtype() -> pl.DataType:

@@ -43,6 +43,9 @@ def clean_series(values: pl.Series) -> CleanedText:
     are stripped; empty results become null so that "no text" has one representation.
     """
     values = values.cast(pl.String)
+    if values.null_count() == len(values):  # common: a column the format does not have
+        none = pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
+        return CleanedText(text=values, repaired=none, damaged=none)
     suspect = values.str.contains(_SUSPECT_PATTERN).fill_null(False)
     repaired = pl.Series(values.name, [False] * len(values), dtype=pl.Boolean)
     if suspect.any():
