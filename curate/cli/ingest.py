@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -140,7 +141,8 @@ def formats_command(json_output: bool = JsonOption) -> None:
     table.add_column("options")
     for name, cls in adapters.items():
         options = "\n".join(f"{k}: {v}" for k, v in cls.option_help.items())
-        table.add_row(name, cls.description, " ".join(cls.patterns), options)
+        # Descriptions quote formats like `[[start, end]]`, which rich would read as markup.
+        table.add_row(name, escape(cls.description), " ".join(cls.patterns), escape(options))
     Console().print(table)
 
 
