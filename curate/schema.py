@@ -51,6 +51,7 @@ RejectReason = Literal[
     "empty_text",  # a side that needs text has none
     "encoding_damage",  # text damage that cannot be repaired
     "malformed_record",  # the record does not have the fields the format requires
+    "not_a_pair",  # a valid record that is not a positive pair (e.g. an NLI contradiction)
     "duplicate_id",  # same content as an earlier record of this manifest
 ]
 REJECT_REASONS: Final[tuple[str, ...]] = get_args(RejectReason)

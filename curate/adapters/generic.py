@@ -247,7 +247,7 @@ def scan_table(path: Path, *, separator: str | None = None) -> tuple[pl.LazyFram
     """A lazy frame and its column names for a Parquet or delimited text file (by content)."""
     columns = parquet_columns(path)
     if columns is not None:
-        return pl.scan_parquet(path), columns
+        return pl.scan_parquet(path, glob=False), columns
     if separator is None:
         header = sniff_csv_header(path)
         if header is None:
@@ -563,7 +563,7 @@ class GenericAdapter(Adapter):
         path: Path, kind: str, mapping: Mapping[str, str], settings: _Settings
     ) -> Iterator[tuple[int, dict[str, Any] | None, str, str | None]]:
         if kind == "parquet":
-            lf, columns = pl.scan_parquet(path), parquet_columns(path) or []
+            lf, columns = pl.scan_parquet(path, glob=False), parquet_columns(path) or []
         else:
             separator = settings.delimiter or ("\t" if kind == "tsv" else None)
             lf, columns = scan_table(path, separator=separator)

@@ -213,7 +213,7 @@ class MmebAdapter(Adapter):
             (target["empty"], "empty_text", "the positive has neither text nor an image"),
         ]  # fmt: skip
         yield from iter_draft_tables(
-            pl.scan_parquet(path),
+            pl.scan_parquet(path, glob=False),
             path,
             batch_rows,
             [
