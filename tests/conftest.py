@@ -41,3 +41,17 @@ def workspace(tmp_path: Path):
     from curate.workspace import Workspace
 
     return Workspace.resolve(tmp_path / "ws")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run only where CUDA is available (a lent GPU machine); elsewhere they skip."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
