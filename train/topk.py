@@ -59,21 +59,56 @@ def _lexsort(
     return torch.gather(values, 1, order), torch.gather(indices, 1, order)
 
 
-def _block_topk(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k of one block with ties broken by lower index."""
+#: Columns per segment of the segmented top-k (see `_block_topk`).
+SEGMENT = 128
+
+
+def _block_topk(
+    scores: torch.Tensor, k: int, offset: int, segment: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k of one block with ties broken by lower index.
+
+    A full-row `torch.topk` makes several passes over the block; instead each row is cut into
+    segments of `segment` columns, and only the k segments with the highest maxima are searched
+    (one cheap max pass, then a top-k over k * segment values). Every value above the k-th best
+    lies in those segments; the result is exact unless a value *equal* to the k-th best may sit
+    in a segment left out, or ties cross the cut: those rows (found from the (k+1)-th values,
+    with no extra pass) are redone with a stable sort of the whole row.
+    """
     n = scores.shape[1]
     k = min(k, n)
-    # One more than needed: torch.topk picks arbitrarily among values equal to the k-th, and the
-    # (k+1)-th value tells whether such a tie crosses the cut (no extra pass over the block).
-    values, indices = torch.topk(scores, min(k + 1, n), dim=1)
-    if k < n:
-        ambiguous = values[:, k] == values[:, k - 1]
+    segment = segment or SEGMENT
+    n_seg = n // segment
+    if k < n and n_seg >= 2 * (k + 1):
+        head = n_seg * segment
+        maxima = scores[:, :head].unflatten(1, (n_seg, segment)).amax(dim=2)
+        seg_values, seg_index = torch.topk(maxima, k + 1, dim=1)
+        # Columns of the k best segments, plus the tail that fits no segment.
+        columns = (
+            seg_index[:, :k, None] * segment + torch.arange(segment, device=scores.device)
+        ).flatten(1)
+        if head < n:
+            tail = torch.arange(head, n, device=scores.device).expand(scores.shape[0], -1)
+            columns = torch.cat([columns, tail], dim=1)
+        picked = torch.gather(scores, 1, columns)
+        values, where = torch.topk(picked, k + 1, dim=1)
+        indices = torch.gather(columns, 1, where)
+        # Exact when the best segment left out is below the k-th value and no tie crosses the cut.
+        ambiguous = (seg_values[:, k] >= values[:, k - 1]) | (values[:, k] == values[:, k - 1])
         values, indices = values[:, :k], indices[:, :k]
-        if bool(ambiguous.any()):
-            rows = ambiguous.nonzero().squeeze(1)
-            ordered = torch.sort(scores[rows], dim=1, descending=True, stable=True)
-            values[rows] = ordered.values[:, :k]
-            indices[rows] = ordered.indices[:, :k]
+    else:
+        # One more than needed: torch.topk picks arbitrarily among values equal to the k-th, and
+        # the (k+1)-th value tells whether such a tie crosses the cut.
+        values, indices = torch.topk(scores, min(k + 1, n), dim=1)
+        ambiguous = None
+        if k < n:
+            ambiguous = values[:, k] == values[:, k - 1]
+            values, indices = values[:, :k], indices[:, :k]
+    if ambiguous is not None and bool(ambiguous.any()):
+        rows = ambiguous.nonzero().squeeze(1)
+        ordered = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        values[rows] = ordered.values[:, :k]
+        indices[rows] = ordered.indices[:, :k]
     return values, indices + offset
 
 
@@ -306,7 +341,7 @@ def rank_search(
     exclude: Relevance | None = None,
     query_chunk: int = 1024,
     candidate_chunk: int = 8192,
-    retain_mb: float = 256.0,
+    retain_mb: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RankSearch:
     """Top-k and exact ranks of the positives of every query, block by block.
@@ -315,7 +350,8 @@ def rank_search(
     candidates that do not take part for a query (e.g. a composed query's own source video); a
     positive is never excluded. The kept top-k is `max(k, depth + most positives of a query)` so
     that `RankSearch.positions(depth)` is exact. Blocks holding positives are computed first (to
-    know each query's best positive score) and kept in memory up to `retain_mb`, else recomputed.
+    know each query's best positive score) and kept in memory up to `retain_mb` (default: two
+    blocks), else recomputed.
     """
     _check(queries, candidates, k)
     if ties not in TIES:
@@ -374,6 +410,7 @@ def rank_search(
             pool.clear()  # buffers are as tall as the query chunk
             n_pooled = 0
         block_bytes = q.shape[0] * size * q.element_size()
+        retain_bytes = 2 * block_bytes if retain_mb is None else retain_mb * 2**20
         # 1. Blocks with positives: each positive's score, from the same products as the counts.
         # Kept blocks live in reused buffers (up to `retain_mb`); the others are recomputed.
         retained: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (scores, buffer)
@@ -381,7 +418,7 @@ def rank_search(
             out = None
             if pool:
                 out = pool.pop()
-            elif (n_pooled + 1) * block_bytes <= retain_mb * 2**20:
+            elif (n_pooled + 1) * block_bytes <= retain_bytes:
                 out = q.new_empty((q.shape[0], size))
                 n_pooled += 1
             s = scores_of(b, out if out is not None else buffer)

@@ -141,3 +141,28 @@ def test_rank_search_counts_from_top_k_when_positives_rank_high(ties):
                         candidate_chunk=100)  # fmt: skip
     want = positions_from_scores((q @ c.T).numpy(), positives, ties=ties)
     assert found.ranks.tolist() == [int(p.min()) for p in want]
+
+
+@pytest.mark.parametrize("segment", [2, 4, 16])
+@pytest.mark.parametrize("kind", ["integers", "floats"])
+def test_segmented_block_top_k_is_exact(monkeypatch, segment, kind):
+    # Small segments so that these small blocks take the segmented path (large blocks always do).
+    import train.topk as topk_module
+
+    monkeypatch.setattr(topk_module, "SEGMENT", segment)
+    if kind == "integers":  # ties everywhere: the fallback to a stable sort
+        q, c = _integer_embeddings(40, 5, seed=31), _integer_embeddings(700, 5, seed=32)
+    else:  # distinct scores: the segmented path itself
+        g = torch.Generator().manual_seed(33)
+        q, c = torch.randn(40, 16, generator=g), torch.randn(700, 16, generator=g)
+    for k in (1, 3, 10):
+        dense = dense_topk(q, c, k)
+        chunked = chunked_topk(q, c, k, query_chunk=40, candidate_chunk=700)
+        assert torch.equal(chunked.values, dense.values)
+        assert torch.equal(chunked.indices, dense.indices)
+    positives = [[i, 3 * i + 1] for i in range(40)]
+    found = rank_search(q, c, Relevance.from_lists(positives), query_chunk=40, candidate_chunk=350)
+    want = positions_from_scores((q @ c.T).numpy(), positives)
+    assert found.ranks.tolist() == [int(p.min()) for p in want]
+    for got, ref in zip(found.positions(10), want, strict=True):
+        assert got.tolist() == ref[ref <= 10].tolist()
