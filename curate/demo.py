@@ -328,7 +328,7 @@ def score_demo(workspace: Workspace, *, progress: Callable[[str], None] | None =
     CLIP scores with the built-in tiny random CLIP (a stand-in: real runs pass a checkpoint),
     and near-duplicate clusters."""
     from curate.signals.clip import TINY_CLIP_NAME, ClipOptions
-    from curate.signals.score import ScoreConfig, score_manifest
+    from curate.signals.score import NearDupOptions, ScoreConfig, score_manifest
 
     for name, stats in ingest_stats(workspace).items():
         media = any(pair != "t2t" for pair in stats["by_pair"])
@@ -336,7 +336,11 @@ def score_demo(workspace: Workspace, *, progress: Callable[[str], None] | None =
         if progress:
             progress(f"scoring {name}: {', '.join(signals)}")
         config = ScoreConfig(
-            signals=signals, clip=ClipOptions(model=TINY_CLIP_NAME, pretrained=None)
+            signals=signals,
+            clip=ClipOptions(model=TINY_CLIP_NAME, pretrained=None),
+            # Random CLIP weights map every image close together, so near-duplicates here come
+            # from perceptual hashes only; with a real checkpoint the cosine criterion is on.
+            near_dup=NearDupOptions(phash_bits=6, cosine=None),
         )
         score_manifest(workspace, name, config, progress=False)
 
