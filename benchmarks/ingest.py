@@ -18,14 +18,52 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-WORDS = (
-    "actor person football player city street dog cat beach sunset mountain car house tree "
-    "woman man child smiling running portrait view old new red blue green yellow wooden "
-    "stone river bridge night day snow rain sky cloud flower garden food plate table"
-).split()
+WORDS = [
+    "actor",
+    "person",
+    "football",
+    "player",
+    "city",
+    "street",
+    "dog",
+    "cat",
+    "beach",
+    "sunset",
+    "mountain",
+    "car",
+    "house",
+    "tree",
+    "woman",
+    "man",
+    "child",
+    "smiling",
+    "running",
+    "portrait",
+    "view",
+    "old",
+    "new",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "wooden",
+    "stone",
+    "river",
+    "bridge",
+    "night",
+    "day",
+    "snow",
+    "rain",
+    "sky",
+    "cloud",
+    "flower",
+    "garden",
+    "food",
+    "plate",
+    "table",
+]
 
 
 def make_tsv(path: Path, rows: int, seed: int = 0) -> None:
@@ -48,7 +86,9 @@ def run_child(code: str) -> dict:
         " 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}\n"
         "print(json.dumps(out))\n"
     )
-    done = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -72,7 +112,9 @@ def curate_ingest(tsv: Path, workspace: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--memory-rows", default="1000000,5000000")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs; the best is reported")
