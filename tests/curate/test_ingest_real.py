@@ -139,7 +139,8 @@ def test_openai_jsonl_with_its_repo_relative_paths(shared_data: Path, workspace)
     )
     assert result.stats["accepted"] > 0
     assert len(records) == 24
-    assert {r["input_file"] for r in result.manifest.read_rows().to_pylist()} == {str(path)}
+    inputs = {r["input_file"] for r in result.manifest.read_rows().to_pylist()}
+    assert inputs == {str(path.resolve())}
 
 
 @pytest.mark.parametrize(
