@@ -95,6 +95,24 @@ MEDIA_ITEM_TYPE: Final = pa.struct(
     ]
 )
 
+#: The columns that say what a pair is (texts, media references, clips), shared by drafts,
+#: manifests and the readers of mixtures.
+PAIR_CONTENT_COLUMNS: Final[tuple[str, ...]] = (
+    "instruction",
+    "query_text",
+    "target_text",
+    "negative_texts",
+    "query_images",
+    "target_images",
+    "negative_images",
+    "query_video",
+    "query_clip_start",
+    "query_clip_end",
+    "target_video",
+    "target_clip_start",
+    "target_clip_end",
+)
+
 #: Columns an adapter fills. Everything else in a manifest row is derived by ingest.
 DRAFT_SCHEMA: Final = pa.schema(
     [

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import ConfigError, NotFoundError, SchemaError
+from curate.schema import PAIR_CONTENT_COLUMNS
 from curate.workspace import Workspace
 from train.config import StageConfig, TrainConfig
 from train.template import EmbedItem
@@ -43,19 +44,7 @@ TRAIN_COLUMNS = (
     "pair",
     "query_modality",
     "target_modality",
-    "instruction",
-    "query_text",
-    "target_text",
-    "negative_texts",
-    "query_images",
-    "target_images",
-    "negative_images",
-    "query_video",
-    "query_clip_start",
-    "query_clip_end",
-    "target_video",
-    "target_clip_start",
-    "target_clip_end",
+    *PAIR_CONTENT_COLUMNS,
 )
 HOMOGENEOUS_HINTS = {"homogeneous", "pair", "by_pair", "homogeneous_by_pair", "modality_pair"}
 

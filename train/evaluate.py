@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import ConfigError, NotFoundError
 from curate.manifest import open_manifest
+from curate.schema import PAIR_CONTENT_COLUMNS
 from curate.workspace import Workspace
 from train.metrics import needed_depth, positions_from_scores, retrieval_metrics
 from train.suites import Suite, TaskSpec, load_suite, reverse_direction
@@ -83,19 +84,7 @@ _COLUMNS: Final = [
     "id",
     "split",
     "pair",
-    "instruction",
-    "query_text",
-    "target_text",
-    "negative_texts",
-    "query_images",
-    "target_images",
-    "negative_images",
-    "query_video",
-    "query_clip_start",
-    "query_clip_end",
-    "target_video",
-    "target_clip_start",
-    "target_clip_end",
+    *PAIR_CONTENT_COLUMNS,
     "media",
 ]
 

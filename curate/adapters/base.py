@@ -104,6 +104,39 @@ def rejected(
     )
 
 
+def json_lines(
+    path: Path, *, task: str
+) -> Iterator[tuple[int, Any] | tuple[int, None, dict[str, Any]]]:
+    """The records of a JSON Lines file as `(line index, record)`.
+
+    Blank lines are skipped (they are not records; the index still counts them, so it stays the
+    physical line number); a UTF-8 BOM and bad bytes are tolerated (U+FFFD). A line that is not
+    JSON comes as `(index, None, rejected draft)`, so callers keep it in the ledger.
+    """
+    with path.open("rb") as handle:
+        for index, raw_line in enumerate(handle):
+            line = raw_line.decode("utf-8", "replace").strip()
+            if index == 0:
+                line = line.lstrip("\ufeff")
+            if not line:
+                continue
+            try:
+                yield index, json.loads(line)
+            except json.JSONDecodeError as error:
+                yield (
+                    index,
+                    None,
+                    rejected(
+                        record_index=index,
+                        input_file=path,
+                        reason="malformed_record",
+                        message=f"line {index + 1} is not valid JSON: {error.msg}",
+                        raw=line,
+                        task=task,
+                    ),
+                )
+
+
 def batched_drafts(
     rows: Iterable[Mapping[str, Any]], *, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pa.Table]:

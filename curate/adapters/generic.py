@@ -34,7 +34,7 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext, batched_drafts, draft, raw_json, rejected
 from curate.errors import ConfigError, InputError
-from curate.schema import DRAFT_SCHEMA, TASK_KINDS, modality_of
+from curate.schema import DRAFT_SCHEMA, PAIR_CONTENT_COLUMNS, TASK_KINDS, modality_of
 
 #: How much of a file format sniffing may read.
 HEAD_BYTES = 64 * 1024
@@ -55,21 +55,7 @@ VIDEO_EXTENSIONS = (
 )
 
 # Draft fields that describe the pair; a rejected draft keeps none of them (like `rejected()`).
-_CONTENT_FIELDS = (
-    "instruction",
-    "query_text",
-    "target_text",
-    "negative_texts",
-    "query_images",
-    "target_images",
-    "negative_images",
-    "query_video",
-    "query_clip_start",
-    "query_clip_end",
-    "target_video",
-    "target_clip_start",
-    "target_clip_end",
-)
+_CONTENT_FIELDS = PAIR_CONTENT_COLUMNS
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ elsewhere, strip the prefix: `--media-root images/llama_factory --option media_s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,14 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from curate.adapters import register
-from curate.adapters.base import Adapter, AdapterContext, batched_drafts, raw_json, rejected
+from curate.adapters.base import (
+    Adapter,
+    AdapterContext,
+    batched_drafts,
+    json_lines,
+    raw_json,
+    rejected,
+)
 from curate.adapters.generic import check_options, input_files, option_choice
 from curate.adapters.llava import (
     OPTION_HELP,
@@ -131,26 +137,11 @@ class OpenAIJsonlAdapter(Adapter):
 
     @staticmethod
     def _rows(path: Path, prefix: str, first_only: bool) -> Iterator[dict[str, Any]]:
-        with path.open("rb") as handle:
-            for index, raw_line in enumerate(handle):
-                line = raw_line.decode("utf-8", "replace").strip()
-                if index == 0:
-                    line = line.lstrip("\ufeff")
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield rejected(
-                        record_index=index,
-                        input_file=path,
-                        reason="malformed_record",
-                        message=f"line {index + 1} is not valid JSON: {error.msg}",
-                        raw=line,
-                        task=TASK,
-                    )
-                    continue
-                yield from OpenAIJsonlAdapter._record(path, index, record, prefix, first_only)
+        for index, record, *bad in json_lines(path, task=TASK):
+            if bad:
+                yield bad[0]
+                continue
+            yield from OpenAIJsonlAdapter._record(path, index, record, prefix, first_only)
 
     @staticmethod
     def _record(

@@ -25,7 +25,15 @@ import polars as pl
 import pyarrow as pa
 
 from curate.adapters import register
-from curate.adapters.base import Adapter, AdapterContext, batched_drafts, draft, raw_json, rejected
+from curate.adapters.base import (
+    Adapter,
+    AdapterContext,
+    batched_drafts,
+    draft,
+    json_lines,
+    raw_json,
+    rejected,
+)
 from curate.adapters.cc3m import (
     fix_bad_lines,
     frame_to_drafts,
@@ -228,36 +236,21 @@ class NliAdapter(Adapter):
 
     @staticmethod
     def _rows(path: Path, entailment: set[str]) -> Iterator[dict[str, Any]]:
-        with path.open("rb") as handle:
-            for index, raw_line in enumerate(handle):
-                line = raw_line.decode("utf-8", "replace").strip()
-                if index == 0:
-                    line = line.lstrip("\ufeff")
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield rejected(
-                        record_index=index,
-                        input_file=path,
-                        reason="malformed_record",
-                        message=f"line {index + 1} is not valid JSON: {error.msg}",
-                        raw=line,
-                        task=_TASK,
-                    )
-                    continue
-                try:
-                    yield NliAdapter._draft(path, index, record, entailment)
-                except _Reject as reject:
-                    yield rejected(
-                        record_index=index,
-                        input_file=path,
-                        reason=reject.reason,
-                        message=f"line {index + 1}: {reject.message}",
-                        raw=raw_json(record),
-                        task=_TASK,
-                    )
+        for index, record, *bad in json_lines(path, task=_TASK):
+            if bad:
+                yield bad[0]
+                continue
+            try:
+                yield NliAdapter._draft(path, index, record, entailment)
+            except _Reject as reject:
+                yield rejected(
+                    record_index=index,
+                    input_file=path,
+                    reason=reject.reason,
+                    message=f"line {index + 1}: {reject.message}",
+                    raw=raw_json(record),
+                    task=_TASK,
+                )
 
     @staticmethod
     def _draft(path: Path, index: int, record: Any, entailment: set[str]) -> dict[str, Any]:
