@@ -157,20 +157,26 @@ def stage_tables(config: TrainConfig, mixture: MixtureRef) -> list[Path | None]:
     return found
 
 
+def check_stage_table(path: Path) -> pa.Schema:
+    """The schema of a mixture stage file; a `SchemaError` when it cannot be trained on."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise SchemaError(f"cannot read mixture stage {path}: {error}") from error
+    missing = [c for c in TRAIN_COLUMNS if c not in schema.names]
+    if missing:
+        raise SchemaError(
+            f"mixture stage {path} lacks columns {missing}; it must hold MANIFEST_SCHEMA "
+            "rows (rebuild it with `curate mix`)"
+        )
+    return schema
+
+
 class StageData:
     """The rows of one stage in training order, and the batch plan over them."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            schema = pq.read_schema(path)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise SchemaError(f"cannot read mixture stage {path}: {error}") from error
-        missing = [c for c in TRAIN_COLUMNS if c not in schema.names]
-        if missing:
-            raise SchemaError(
-                f"mixture stage {path} lacks columns {missing}; it must hold MANIFEST_SCHEMA "
-                "rows (rebuild it with `curate mix`)"
-            )
+        schema = check_stage_table(path)
         columns = list(TRAIN_COLUMNS) + (["position"] if "position" in schema.names else [])
         table = pq.read_table(path, columns=columns)
         if "position" in table.column_names:

@@ -61,6 +61,7 @@ from train.data import (
     PairItems,
     Prefetcher,
     StageData,
+    check_stage_table,
     homogeneous_for,
     open_mixture,
     pair_items,
@@ -611,6 +612,9 @@ def train_run(
         torch.set_num_threads(config.threads)
     mix = open_mixture(mixture, workspace)
     tables = stage_tables(config, mix)
+    for table in tables:  # before the run folder exists: a bad mixture leaves nothing behind
+        if table is not None:
+            check_stage_table(table)
 
     with _run_lock(out_dir, dist.is_main):
         if dist.is_main:

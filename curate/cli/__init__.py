@@ -83,13 +83,25 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as error:  # click's usage errors arrive here in standalone_mode=False
-        import click
+    except typer.TyperException as error:
+        # Typer vendors click, so its usage errors (unknown option, bad value) are not
+        # `click.ClickException`; in standalone_mode=False they arrive here.
+        format_message = getattr(error, "format_message", None)
+        if format_message is None:
+            raise
+        message = format_message()
+        if not message:  # no arguments: the help was printed, which is what was asked for
+            sys.exit(0)
+        typer.echo(f"error: {message}{_help_hint(error)}", err=True)
+        sys.exit(1)
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+
+def _help_hint(error: Exception) -> str:
+    """` (see `curate CMD --help`)` for a usage error that knows its command, else ''."""
+    context = getattr(error, "ctx", None)
+    if context is None or not getattr(context, "command_path", ""):
+        return ""
+    return f" (see `{context.command_path} --help`)"
 
 
 __all__ = ["app", "main"]

@@ -24,9 +24,12 @@ def demo_command(
     workspace: Path | None = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Run the whole loop on small built-in corpora: build them in real native formats from
-    packaged media, ingest, mix three recipes, train and evaluate a tiny embedder per mixture,
-    loss and seed on the CPU, and write the HTML report."""
+    """Run the whole loop on small built-in corpora, from ingest to the HTML report.
+
+    Builds the corpora in real native formats from packaged media, ingests them,
+    mixes three recipes, trains and evaluates a tiny embedder per mixture, loss
+    and seed on the CPU, and writes the HTML report.
+    """
     from curate.demo import DemoOptions, run_demo
 
     if until not in STEPS:

@@ -19,8 +19,9 @@ Examples:
 
   curate eval --run runs/my-run --suite ./suites/mine.toml --force
 
-Writes RUN/eval/SUITE/results.json and results.parquet. Shipped suites: default, demo,
-msrvtt-1ka, webvid-covr (train/suites/); a .toml path names your own.
+Writes RUN/eval/SUITE/results.json and results.parquet. Shipped suites:
+default, demo, msrvtt-1ka, webvid-covr (train/suites/); a .toml path names
+your own.
 """
 
 ABLATE_EPILOG = """
@@ -36,10 +37,11 @@ Examples:
 
   curate ablate --mixtures v1,v2 --set stages.0.max_steps=5 --name smoke
 
---losses sets the loss of the last config stage that trains on each mixture (stage 2 of the
-two-stage configs, or the stage a single-stage mixture trains). Rerunning the same command skips
-finished cells, resumes interrupted ones and retries failed ones. Results go to
-results/cells/ and results/results.parquet (one row per cell, task and metric).
+--losses sets the loss of the last config stage that trains on each mixture
+(stage 2 of the two-stage configs, or the stage a single-stage mixture
+trains). Rerunning the same command skips finished cells, resumes
+interrupted ones and retries failed ones. Results go to results/cells/ and
+results/results.parquet (one row per cell, task and metric).
 """
 
 
@@ -171,7 +173,8 @@ def ablate_command(
         slurm=slurm_options,
     )
     err = Console(stderr=True)
-    show = progress and not json_output
+    # A bar only on a terminal: in a log it would leave a stale line before any error.
+    show = progress and not json_output and err.is_terminal
     bar = None
     if show:
         from rich.progress import (
@@ -183,7 +186,8 @@ def ablate_command(
         )
 
         bar = Progress(TextColumn("[bold]cells[/]"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.description}"), TimeElapsedColumn(), console=err)  # fmt: skip
+                       TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                       transient=True)  # fmt: skip
         bar.start()
         task_id = bar.add_task("expanding the grid", total=None)
 

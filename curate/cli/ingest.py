@@ -11,7 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
-from curate.errors import InputError
+from curate.errors import ConfigError, InputError
 
 INGEST_EPILOG = """
 Examples:
@@ -59,7 +59,9 @@ def ingest_command(
         True, "--probe/--no-probe", help="Probe local media (dimensions, duration, codec, hash)."
     ),
     workers: int = typer.Option(4, "--workers", min=1, help="Parallel media probes."),
-    probe_timeout: float = typer.Option(60.0, "--probe-timeout", help="Seconds per media file."),
+    probe_timeout: float = typer.Option(
+        60.0, "--probe-timeout", min=0.1, help="Seconds per media file (at least 0.1)."
+    ),
     allow_outside_media_root: bool = typer.Option(
         False, "--allow-outside-media-root", help="Accept media paths outside the media root."
     ),
@@ -72,6 +74,9 @@ def ingest_command(
     """Read a corpus in its native format into a typed manifest and a ledger of rejects."""
     from curate.ingest import IngestOptions, ingest
 
+    if not split.strip():
+        # An empty split would silently keep the rows out of every recipe (default ["train"]).
+        raise ConfigError("--split is empty; give a split name such as train, val or test")
     options = IngestOptions(
         name=name,
         format=format,

@@ -70,8 +70,11 @@ def report_command(
     workspace: Path | None = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Write reports/NAME/index.html: what was run, results with intervals over seeds,
-    composition effects, a regression on composition shares, and data quality."""
+    """Write reports/NAME/index.html: how the composition of the data moved retrieval.
+
+    What was run, results with intervals over seeds, composition effects,
+    a regression on composition shares, and data quality.
+    """
     from analysis.load import ResultsQuery
     from analysis.report import ReportOptions, build_report
 

@@ -23,8 +23,9 @@ Examples:
 
   curate score msrvtt --signals clip --clip-model ViT-B-32 --clip-pretrained openai --frame-rate 0.5 --max-frames 8 --json
 
-Sidecars go to manifests/NAME/signals/<signal>.parquet (keyed by id); a rerun computes only
-missing rows, and a killed run resumes from its last finished chunk.
+Sidecars go to manifests/NAME/signals/<signal>.parquet (keyed by id); a
+rerun computes only missing rows, and a killed run resumes from its last
+finished chunk.
 """
 
 DECONTAMINATE_EPILOG = """
@@ -34,8 +35,9 @@ Examples:
 
   curate decontaminate --train webvid --eval msrvtt-1k --eval didemo-test --phash-bits 4 --json
 
-Writes manifests/TRAIN/signals/contamination.parquet: contaminated, contamination_reason
-(media_hash | phash | text), contamination_match (the evaluation row's id).
+Writes manifests/TRAIN/signals/contamination.parquet: contaminated,
+contamination_reason (media_hash | phash | text), contamination_match (the
+evaluation row's id).
 """
 
 

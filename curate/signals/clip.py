@@ -128,6 +128,12 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"device {device!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use cpu")
     return device

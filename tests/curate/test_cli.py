@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -37,3 +39,55 @@ def test_command_help_has_a_description_and_an_example(path: tuple[str, ...]) ->
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
     assert "Example" in result.output, f"`curate {' '.join(path)} --help` shows no example"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["stats", "x", "--no-such-option"], "No such option: --no-such-option"),
+        (["ingest", "corpus.json", "--name", "x", "--workers", "0"], "'--workers'"),
+        (["ingest", "corpus.json", "--name", "x", "--probe-timeout", "-1"], "'--probe-timeout'"),
+        (["mix", "--recipe", "v1", "--seed", "abc"], "'--seed'"),
+        (["mix"], "Missing option '--recipe'"),
+        (["report", "--confidence", "high"], "'--confidence'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_1(monkeypatch, capsys, argv, message) -> None:
+    """Typer vendors click: its usage errors must not escape `main` as a traceback."""
+    from curate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["curate", *argv])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert "--help`" in err  # says where to look
+
+
+def test_no_arguments_prints_help_and_succeeds(monkeypatch, capsys) -> None:
+    from curate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["curate"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0
+    captured = capsys.readouterr()
+    assert "Usage:" in captured.out and captured.err == ""
+
+
+def test_ingest_refuses_an_empty_split(monkeypatch, capsys, tmp_path) -> None:
+    from curate.cli import main
+
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("a query\ta passage\n")
+    argv = ["curate", "ingest", str(corpus), "--name", "x", "--split", " ", "-w", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: --split is empty; give a split name such as train, val or test\n"
+    )
+    assert not (tmp_path / "manifests" / "x").exists()

@@ -377,3 +377,18 @@ def test_commands_have_help_with_examples():
         app, ["eval", "--run", "no-such-run", "--workspace", "/nonexistent"]
     )
     assert isinstance(missing.exception, NotFoundError)
+
+
+def test_a_bad_suite_is_one_line_on_stderr(ws, tmp_path, monkeypatch, capsys):
+    from curate.cli import main
+
+    suite = tmp_path / "broken.toml"
+    suite.write_text('name = "x"\n[[tasks]\n')
+    argv = ["curate", "ablate", "--mixtures", MIXTURES[0], "--suite", str(suite)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--workspace", str(ws.root)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: suite {suite} is not valid TOML") and err.count("\n") == 1, err
+    assert not ws.results.exists() or not any(ws.results.rglob("*.parquet"))

@@ -187,3 +187,24 @@ def test_images_the_processor_cannot_take_are_media_errors(tiny_backbone, tmp_pa
     Image.new("RGB", (2000, 5)).save(path)
     with pytest.raises(MediaError, match="aspect ratio"):
         tiny_backbone.load(EmbedItem(images=(str(path),)))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("nope", "is not a device name"), ("gpu0", "is not a device name")]
+    + ([] if torch.cuda.is_available() else [("cuda", "CUDA is not available")]),
+)
+def test_an_unusable_device_is_a_config_error(name, message):
+    from curate.errors import ConfigError
+    from train.backbones import resolve_device
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_device(name)
+
+
+def test_device_names_resolve():
+    from train.backbones import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == resolve_device(None).type == want

@@ -74,3 +74,23 @@ def test_bad_options_are_one_line_errors(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main()
     assert "--set expects key=value" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_mixture_leaves_no_run_behind(monkeypatch, capsys, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "not-a-mixture"
+    folder.mkdir()
+    pq.write_table(pa.table({"foo": [1, 2]}), folder / "stuff.parquet")
+    out = tmp_path / "runs" / "r"
+    monkeypatch.setattr(
+        sys, "argv", ["curate", "train", "--mixture", str(folder), "--out", str(out)]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: mixture stage") and "lacks columns" in err
+    assert err.count("\n") == 1
+    assert not out.exists()  # the run folder is made only once the mixture is usable

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from curate.errors import ConfigError
 from train.backbones.base import Backbone, Loaded
 from train.config import TrainConfig
 
@@ -17,9 +18,18 @@ BACKBONE_KINDS = ("qwen2-vl", "tiny-qwen2-vl", "open-clip")
 
 
 def resolve_device(name: str | None) -> torch.device:
+    """`name` as a torch device ("auto": cuda when present); a `ConfigError` when unusable here."""
     if not name or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use cpu")
+    return device
 
 
 def build_backbone(

@@ -297,3 +297,11 @@ def test_local_checkpoint_goes_through_the_same_loading_path(tmp_path, coco_imag
         ClipModel(ClipOptions(model=TINY_CLIP_NAME, pretrained=str(broken)))
     with pytest.raises(ConfigError, match="unknown open_clip model 'ViT-Q-99'"):
         ClipModel(ClipOptions(model="ViT-Q-99"))
+
+
+@pytest.mark.parametrize("device", ["nope", "gpu0"])
+def test_clip_device_that_is_not_a_device_name_is_a_config_error(device):
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a device name"):
+        clip_module.resolve_device(device)
