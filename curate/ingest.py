@@ -9,6 +9,11 @@ Layout while running: `manifests/.<name>.partial-<fingerprint>/` with one Parque
 batch and a `parts/<k>.json` marker written after the part, so a killed run resumes at the first
 batch without a marker. At the end the folder is completed (`stats.json`, `ingest.json`,
 `_COMPLETE`) and renamed into place in one step.
+
+Speed (benchmarks/ingest.py): batches flow through a pipeline (read ahead, process, write behind),
+and a batch is processed as whole Arrow/numpy columns, skipping what it does not need (empty
+columns, text with nothing to clean, resolution and probing when all media are URLs). The output
+is the same as processing row by row: same rows in the same order, same ids, ledger and counts.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
@@ -40,10 +48,12 @@ from curate.schema import (
     LEDGER_SCHEMA,
     MANIFEST_SCHEMA,
     MANIFEST_SCHEMA_VERSION,
-    MODALITY_CODES,
+    MEDIA_ITEM_TYPE,
+    MODALITIES,
     check_schema,
+    pair_code,
 )
-from curate.text import clean_series, word_counts
+from curate.text import clean_array, text_stats
 from curate.workspace import Workspace, check_name
 
 ProgressCallback = Callable[[str, int], None]  # (event, count): "records" read so far, ...
@@ -190,215 +200,395 @@ class _Run:
 def _write_parts(
     batches: Iterator[pa.Table], run: _Run, work_dir: Path, progress: ProgressCallback | None
 ) -> dict[str, Any]:
+    """Process the adapter's batches in order, as a three-stage pipeline.
+
+    A thread reads the next batch while this one is processed, and another writes the previous
+    one's files: the adapters' parsing (polars, DuckDB) and the Parquet encoder release the GIL,
+    so on a multi-core machine reading, processing and writing overlap. At most four batches are
+    held at once, so memory stays bounded by the batch size. Processing itself stays in order on
+    this thread (duplicate detection depends on every earlier batch).
+    """
     for sub in ("rows", "ledger", "parts"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     totals: dict[str, Any] = _empty_counts()
     read_so_far = 0
-    for index, drafts in enumerate(batches):
-        marker = work_dir / "parts" / f"{index:05d}.json"
-        rows_file = work_dir / "rows" / f"part-{index:05d}.parquet"
-        ledger_file = work_dir / "ledger" / f"part-{index:05d}.parquet"
-        if marker.exists():  # done by an earlier, interrupted run
-            counts = json.loads(marker.read_text())
-            if rows_file.exists():
-                ids = pq.read_table(rows_file, columns=["id"]).column("id").combine_chunks()
-                run.seen.add(id_prefixes(ids))
-        else:
-            check_schema(drafts.schema, DRAFT_SCHEMA, where=f"output of adapter {run.adapter_name}")
-            rows, ledger, counts = _process_batch(drafts, run)
-            _write_parquet(rows, rows_file)
-            _write_parquet(ledger, ledger_file)
-            _write_json(marker, counts)
-        _add_counts(totals, counts)
-        read_so_far += counts["read"]
-        if progress:
-            progress("records", read_so_far)
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-ingest-write") as writer,
+        contextlib.closing(_read_ahead(batches)) as ahead,  # stops the reader on errors too
+    ):
+        writing: Future[None] | None = None
+        for index, drafts in enumerate(ahead):
+            marker = work_dir / "parts" / f"{index:05d}.json"
+            rows_file = work_dir / "rows" / f"part-{index:05d}.parquet"
+            ledger_file = work_dir / "ledger" / f"part-{index:05d}.parquet"
+            if marker.exists():  # done by an earlier, interrupted run
+                counts = json.loads(marker.read_text())
+                if rows_file.exists():
+                    ids = pq.read_table(rows_file, columns=["id"]).column("id").combine_chunks()
+                    run.seen.add(id_prefixes(ids))
+            else:
+                check_schema(
+                    drafts.schema, DRAFT_SCHEMA, where=f"output of adapter {run.adapter_name}"
+                )
+                rows, ledger, counts = _process_batch(drafts, run)
+                if writing is not None:
+                    writing.result()  # one part written at a time, in order; raises its error
+                writing = writer.submit(
+                    _write_part, rows, ledger, counts, rows_file, ledger_file, marker
+                )
+            _add_counts(totals, counts)
+            read_so_far += counts["read"]
+            if progress:
+                progress("records", read_so_far)
+        if writing is not None:
+            writing.result()
     return totals
 
 
-def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
-    df = pl.from_arrow(drafts).with_row_index("_row")
-    assert isinstance(df, pl.DataFrame)
-    n = df.height
-    reason = df["reject_reason"].cast(pl.String)
-    message = df["reject_message"].cast(pl.String)
+def _write_part(
+    rows: pa.Table,
+    ledger: pa.Table,
+    counts: dict[str, Any],
+    rows_file: Path,
+    ledger_file: Path,
+    marker: Path,
+) -> None:
+    _write_parquet(rows, rows_file)
+    _write_parquet(ledger, ledger_file)
+    _write_json(marker, counts)  # last: a part without its marker is redone on resume
 
-    def reject(mask: pl.Series, why: pl.Series | str, text: pl.Series | str) -> None:
-        """Reject the rows of `mask` not rejected yet (the first reason found is kept)."""
-        nonlocal reason, message
-        mask = mask.fill_null(False) & reason.is_null()
-        if not mask.any():
-            return
-        whys = why if isinstance(why, pl.Series) else pl.Series([why] * n, dtype=pl.String)
-        texts = text if isinstance(text, pl.Series) else pl.Series([text] * n, dtype=pl.String)
-        reason = pl.select(pl.when(mask).then(whys).otherwise(reason)).to_series()
-        message = pl.select(pl.when(mask).then(texts).otherwise(message)).to_series()
+
+def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The items of `batches`, each next one read in a thread while the current one is in use.
+
+    Only one batch is read ahead, so memory grows by one batch, not by a queue of them.
+    """
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-ingest-read")
+    reading: Future[pa.Table | None] | None = None
+    try:
+        reading = reader.submit(next, batches, None)
+        while (batch := reading.result()) is not None:
+            reading = reader.submit(next, batches, None)
+            yield batch
+    finally:
+        if reading is not None:
+            reading.cancel()
+        reader.shutdown(wait=True)
+        # After the reader has stopped (a running generator cannot be closed), so that the
+        # adapter's own clean-up runs when ingest stops early.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+class _Verdicts:
+    """The reject reason and message of each row of a batch; the first reason found is kept."""
+
+    def __init__(self, reasons: pa.Array, messages: pa.Array) -> None:
+        n = len(reasons)
+        self.open = ~_valid(reasons)  # rows not rejected (yet)
+        self.reason = np.full(n, None, dtype=object)
+        self.message = np.full(n, None, dtype=object)
+        by_adapter = np.flatnonzero(~self.open)
+        if len(by_adapter):
+            self.reason[by_adapter] = reasons.take(by_adapter).to_pylist()
+            self.message[by_adapter] = messages.take(by_adapter).to_pylist()
+
+    def reject(self, mask: np.ndarray, why: str, text: str) -> None:
+        """Reject the rows of `mask` not rejected yet, all for the same reason."""
+        rows = np.flatnonzero(mask & self.open)
+        if len(rows):
+            self.open[rows] = False
+            self.reason[rows] = why
+            self.message[rows] = text
+
+    def reject_rows(self, rows: np.ndarray, whys: np.ndarray, texts: np.ndarray) -> None:
+        """Reject `rows[i]` for `whys[i]` (with `texts[i]`) where not rejected yet."""
+        keep = self.open[rows]
+        rows = rows[keep]
+        self.open[rows] = False
+        self.reason[rows] = whys[keep]
+        self.message[rows] = texts[keep]
+
+
+def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    """Manifest rows, ledger rows and counts of one batch of drafts.
+
+    Every step works on whole Arrow/numpy columns and skips what the batch does not need: a
+    column that is entirely null, text without any character that cleaning would change, media
+    resolution and probing when all media are URLs. Rejections are recorded in order, and a row
+    keeps the first reason found: text damage, then empty sides, then media, then duplicates.
+    """
+    n = drafts.num_rows
+    # Columns only passed through or taken from stay in their chunks (copying `raw`, the
+    # largest, alone would cost more than the whole text cleaning).
+    col: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: drafts.column(name)
+        if name in _PASSED_THROUGH
+        else drafts.column(name).combine_chunks()
+        for name in DRAFT_SCHEMA.names
+    }
+    verdicts = _Verdicts(col["reject_reason"], col["reject_message"])
 
     # Text: repair, normalise, flag what cannot be repaired.
-    repaired = pl.Series([False] * n)
-    had_text: dict[str, pl.Series] = {}
+    repaired = np.zeros(n, dtype=bool)
+    had_text: dict[str, np.ndarray] = {}
+    text: dict[str, pa.Array] = {}
     for column in _TEXT_COLUMNS:
-        had_text[column] = df[column].is_not_null() & (df[column] != "")
-        cleaned = clean_series(df[column])
-        df = df.with_columns(cleaned.text.alias(column))
-        repaired = repaired | cleaned.repaired
-        reject(
+        had_text[column] = _valid(col[column]) & (_lengths(col[column]) > 0)
+        cleaned = clean_array(col[column])
+        text[column] = cleaned.text
+        repaired |= cleaned.repaired
+        verdicts.reject(
             cleaned.damaged,
             "encoding_damage",
             f"{column} contains U+FFFD: characters were lost before ingest and cannot be "
             "repaired; re-export the source file as UTF-8",
         )
-    df, negatives_repaired, negatives_damaged = _clean_negatives(df)
-    repaired = repaired | negatives_repaired
-    reject(
+    negatives, negatives_repaired, negatives_damaged = _clean_negatives(col["negative_texts"])
+    repaired |= negatives_repaired
+    verdicts.reject(
         negatives_damaged,
         "encoding_damage",
         "a negative text contains U+FFFD; re-export the source file as UTF-8",
     )
 
     # Modalities and pair codes.
-    df = df.with_columns(
-        _modality_expr("query").alias("query_modality"),
-        _modality_expr("target").alias("target_modality"),
-    )
+    modality = {side: _modality_codes(side, col, text) for side in ("query", "target")}
     for side in ("query", "target"):
-        empty = df[f"{side}_modality"].is_null()
-        reject(
+        empty = modality[side] < 0
+        verdicts.reject(
             empty & had_text[f"{side}_text"],
             "empty_text",
             f"the {side} text is empty after normalising whitespace, and the {side} has no media",
         )
-        reject(
+        verdicts.reject(
             empty,
             "malformed_record",
             f"the record has no {side}: no text, image or video was found for it",
         )
 
     # Media: resolve, probe, attach.
-    media = _media_items(df.filter(reason.is_null()), run)
-    if media.height:
-        failures = (
-            media.filter(pl.col("fail_reason").is_not_null())
-            .sort("_row", "role_rank", "order")
-            .group_by("_row", maintain_order=True)
-            .agg(pl.col("fail_reason").first(), pl.col("fail_message").first())
-        )
-        joined = df.select("_row").join(failures, on="_row", how="left", maintain_order="left")
-        reject(joined["fail_reason"].is_not_null(), joined["fail_reason"], joined["fail_message"])
-    df = _attach_media(df, media)
+    items = _media_items(col, verdicts.open, run)
+    if items.failed is not None:
+        verdicts.reject_rows(*items.failed)
+    media = _attach_media(items, n)
+    for column, values in items.replaced_columns(col).items():
+        col[column] = values
 
     # Ids and duplicates.
-    df = df.with_columns(
-        pl.col("split").fill_null(run.options.split),
-        pl.lit(run.source).alias("source"),
-        (
-            pl.col("query_modality").replace_strict(MODALITY_CODES, default=None)
-            + pl.lit("2")
-            + pl.col("target_modality").replace_strict(MODALITY_CODES, default=None)
-        ).alias("pair"),
-    )
-    ids, id64 = hash_keys(_id_keys(df, run).to_arrow())
-    df = df.with_columns(pl.Series("id", ids))
-    candidate = reason.is_null().to_numpy()
-    duplicate = pl.Series([False] * n)
-    if candidate.any():
-        import numpy as np
-
-        dup = np.zeros(n, dtype=bool)
-        earlier = run.seen.contains(id64)
-        first_in_batch = pl.Series(id64).filter(pl.Series(candidate)).is_first_distinct().to_numpy()
-        positions = np.flatnonzero(candidate)
-        dup[positions] = earlier[positions] | ~first_in_batch
-        duplicate = pl.Series(dup)
-        run.seen.add(id64[candidate & ~dup])
-    if duplicate.any():
-        reject(
-            duplicate,
-            "duplicate_id",
-            pl.select(
-                pl.concat_str(
-                    pl.lit("same content as an earlier record of this manifest (id "),
-                    pl.Series(ids),
-                    pl.lit(")"),
-                )
-            ).to_series(),
+    split = pc.fill_null(col["split"], run.options.split)
+    pair = _PAIRS.take(
+        _code_indices(
+            modality["query"] * len(MODALITIES) + modality["target"],
+            (modality["query"] < 0) | (modality["target"] < 0),
         )
-
-    accepted = reason.is_null()
-    rows = _manifest_rows(df.filter(accepted), repaired.filter(accepted), run)
-    ledger = _ledger_rows(
-        df.filter(~accepted), reason.filter(~accepted), message.filter(~accepted), run
     )
+    candidates = np.flatnonzero(verdicts.open)
+    ids = pa.array([], pa.string())
+    if len(candidates):
+        keys = _id_keys(
+            [
+                col["task"],
+                split,
+                pair,
+                text["instruction"],
+                text["query_text"],
+                text["target_text"],
+                negatives,
+                media.refs_query,
+                media.refs_target,
+                col["query_clip_start"],
+                col["query_clip_end"],
+                col["target_clip_start"],
+                col["target_clip_end"],
+            ],
+            candidates,
+            run.source,
+        )
+        ids, id64 = hash_keys(keys)
+        # Duplicates: an id seen in an earlier batch, or earlier in this one.
+        duplicate = run.seen.add_new(id64)
+        if duplicate.any():
+            duplicate_ids = ids.filter(pa.array(duplicate)).to_pylist()
+            verdicts.reject_rows(
+                candidates[duplicate],
+                np.full(len(duplicate_ids), "duplicate_id", dtype=object),
+                np.array(
+                    [
+                        f"same content as an earlier record of this manifest (id {id_})"
+                        for id_ in duplicate_ids
+                    ],
+                    dtype=object,
+                ),
+            )
+            ids = ids.filter(pa.array(~duplicate))
+
+    accepted = np.flatnonzero(verdicts.open)
+    rejected = np.flatnonzero(~verdicts.open)
+
+    def pick(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        return values if len(accepted) == n else values.take(accepted)
+
+    modalities = {
+        side: _MODALITY_NAMES.take(_code_indices(modality[side], modality[side] < 0))
+        for side in modality
+    }
+    duration = media.primary["duration"]
+    if any(col[c].null_count < n for c in _CLIP_COLUMNS):
+        duration = _clip_durations(col, media.primary)
+    query_text, target_text = pick(text["query_text"]), pick(text["target_text"])
+    query_chars, query_words = text_stats(query_text)
+    target_chars, target_words = text_stats(target_text)
+    k = len(accepted)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "id": ids,
+        "source": pa.repeat(run.source, k),
+        "split": pick(split),
+        "task": pick(col["task"]),
+        "pair": pick(pair),
+        "query_modality": pick(modalities["query"]),
+        "target_modality": pick(modalities["target"]),
+        "source_id": pick(col["source_id"]),
+        "instruction": pick(text["instruction"]),
+        "query_text": query_text,
+        "target_text": target_text,
+        "negative_texts": pick(negatives),
+        **{name: pick(col[name]) for name in _MEDIA_DRAFT_COLUMNS},
+        **{name: pick(col[name]) for name in _CLIP_COLUMNS},
+        "media": pick(media.lists),
+        "media_kind": pick(media.primary["kind"]),
+        "media_remote": pick(media.primary["remote"]),
+        "width": pick(media.primary["width"]),
+        "height": pick(media.primary["height"]),
+        "duration": pick(duration),
+        "fps": pick(media.primary["fps"]),
+        "frame_count": pick(media.primary["frame_count"]),
+        "codec": pick(media.primary["codec"]),
+        "rotation": pick(media.primary["rotation"]),
+        "media_bytes": pick(media.primary["bytes"]),
+        "media_hash": pick(media.primary["content_hash"]),
+        "query_chars": query_chars,
+        "query_words": query_words,
+        "target_chars": target_chars,
+        "target_words": target_words,
+        "text_repaired": pa.array(repaired[accepted]),
+        "input_file": pick(col["input_file"]),
+        "record_index": pick(col["record_index"]),
+        "adapter": pa.repeat(run.adapter_name, k),
+        "adapter_version": pa.repeat(run.adapter_version, k),
+    }
+    rows = _table(columns, MANIFEST_SCHEMA)
+    reasons = verdicts.reason[rejected]
+    ledger = _table(
+        {
+            "source": pa.repeat(run.source, len(rejected)),
+            "input_file": col["input_file"].take(rejected),
+            "record_index": col["record_index"].take(rejected),
+            "reason": pa.array(reasons, pa.string()),
+            "message": pa.array([m or "" for m in verdicts.message[rejected]], pa.string()),
+            "raw": col["raw"].take(rejected),
+            "adapter": pa.repeat(run.adapter_name, len(rejected)),
+            "adapter_version": pa.repeat(run.adapter_version, len(rejected)),
+        },
+        LEDGER_SCHEMA,
+    )
+
     counts = _empty_counts()
     counts["read"] = n
-    counts["accepted"] = rows.num_rows
-    counts["rejected"] = ledger.num_rows
-    counts["rejected_by_reason"] = _value_counts(reason.drop_nulls())
-    accepted_df = df.filter(accepted)
-    for key, column in (
-        ("by_pair", "pair"),
-        ("by_source", "source"),
-        ("by_split", "split"),
-        ("by_task", "task"),
-    ):
-        counts[key] = _value_counts(accepted_df[column])
-    counts["text_repaired"] = int(repaired.filter(accepted).sum())
-    counts["remote_media"] = int(accepted_df["_p_remote"].fill_null(False).sum())
+    counts["accepted"] = k
+    counts["rejected"] = len(rejected)
+    counts["rejected_by_reason"] = dict(Counter(reasons.tolist()))
+    counts["by_pair"] = _value_counts(columns["pair"])
+    counts["by_source"] = {run.source: k} if k else {}
+    counts["by_split"] = _value_counts(columns["split"])
+    counts["by_task"] = _value_counts(columns["task"])
+    counts["text_repaired"] = int(repaired[accepted].sum())
+    counts["remote_media"] = int(pc.sum(pc.fill_null(columns["media_remote"], False)).as_py() or 0)
     return rows, ledger, counts
 
 
-def _value_counts(values: pl.Series) -> dict[str, int]:
-    counted = values.value_counts()
-    return {str(k): int(v) for k, v in counted.iter_rows()}
+def _table(columns: Mapping[str, pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
 
-def _clean_negatives(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
-    n = df.height
-    if df["negative_texts"].null_count() == n:
-        none = pl.Series([False] * n)
-        return df, none, none
-    long = df.select("_row", "negative_texts").explode("negative_texts").with_row_index("_pos")
-    cleaned = clean_series(long["negative_texts"])
-    long = long.with_columns(
-        cleaned.text.alias("negative_texts"),
-        cleaned.repaired.alias("_repaired"),
-        cleaned.damaged.alias("_damaged"),
+def _value_counts(values: pa.Array) -> dict[str, int]:
+    return {
+        str(item["values"]): int(item["counts"]) for item in pc.value_counts(values).to_pylist()
+    }
+
+
+def _valid(values: pa.Array) -> np.ndarray:
+    if values.null_count == 0:
+        return np.ones(len(values), dtype=bool)
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _lengths(values: pa.Array) -> np.ndarray:
+    """Length of each string (bytes) or list; 0 for nulls."""
+    if pa.types.is_list(values.type):
+        return pc.fill_null(values.value_lengths(), 0).to_numpy()
+    return pc.fill_null(pc.binary_length(values), 0).to_numpy()
+
+
+def _clean_negatives(values: pa.ListArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Each negative cleaned like a text; empty ones dropped, and a list left empty becomes null."""
+    n = len(values)
+    repaired = np.zeros(n, dtype=bool)
+    damaged = np.zeros(n, dtype=bool)
+    if values.null_count == n:
+        return values, repaired, damaged
+    lengths = _lengths(values)
+    parents = np.repeat(np.arange(n), lengths)
+    cleaned = clean_array(values.flatten())
+    repaired[parents[cleaned.repaired]] = True
+    damaged[parents[cleaned.damaged]] = True
+    kept = _valid(cleaned.text)
+    counts = np.bincount(parents[kept], minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(
+        pa.array(offsets), cleaned.text.filter(pa.array(kept)), mask=pa.array(counts == 0)
     )
-    grouped = long.group_by("_row", maintain_order=True).agg(
-        pl.col("negative_texts").drop_nulls(),
-        pl.col("_repaired").any(),
-        pl.col("_damaged").any(),
-    )
-    grouped = df.select("_row").join(grouped, on="_row", how="left", maintain_order="left")
-    negatives = grouped["negative_texts"]
-    negatives = pl.select(
-        pl.when(negatives.list.len() > 0).then(negatives).otherwise(None).alias("negative_texts")
-    ).to_series()
-    df = df.with_columns(negatives)
-    repaired = grouped["_repaired"].fill_null(False)
-    damaged = grouped["_damaged"].fill_null(False)
-    assert len(repaired) == n
-    return df, repaired, damaged
+    return lists.cast(values.type), repaired, damaged
 
 
-def _modality_expr(side: str) -> pl.Expr:
-    has_text = pl.col(f"{side}_text").is_not_null()
-    has_image = pl.col(f"{side}_images").list.len().fill_null(0) > 0
-    has_video = pl.col(f"{side}_video").is_not_null() & (pl.col(f"{side}_video") != "")
-    return (
-        pl.when(has_video & has_text)
-        .then(pl.lit("video+text"))
-        .when(has_video)
-        .then(pl.lit("video"))
-        .when(has_image & has_text)
-        .then(pl.lit("image+text"))
-        .when(has_image)
-        .then(pl.lit("image"))
-        .when(has_text)
-        .then(pl.lit("text"))
-        .otherwise(pl.lit(None, dtype=pl.String))
+def _modality_codes(
+    side: str, col: Mapping[str, pa.Array], text: Mapping[str, pa.Array]
+) -> np.ndarray:
+    """Index into MODALITIES of each row's side, -1 where the side is empty."""
+    has_text = _valid(text[f"{side}_text"])
+    has_image = _lengths(col[f"{side}_images"]) > 0
+    video = col[f"{side}_video"]
+    has_video = _valid(video) & (_lengths(video) > 0)
+    code = {name: MODALITIES.index(name) for name in MODALITIES}
+    return np.select(
+        [has_video & has_text, has_video, has_image & has_text, has_image, has_text],
+        [code["video+text"], code["video"], code["image+text"], code["image"], code["text"]],
+        -1,
     )
 
+
+def _code_indices(codes: np.ndarray, missing: np.ndarray) -> pa.Array:
+    return pa.array(np.where(missing, 0, codes), mask=missing)
+
+
+#: Draft columns that ingest copies to the manifest or ledger without looking into them.
+_PASSED_THROUGH = frozenset({"raw", "input_file", "record_index", "source_id", "task"})
+_MODALITY_NAMES = pa.array(MODALITIES, pa.string())
+#: Pair code of (query modality index * 5 + target modality index), e.g. "t2i".
+_PAIRS = pa.array([pair_code(q, t) for q in MODALITIES for t in MODALITIES], pa.string())
+_MEDIA_DRAFT_COLUMNS = (
+    "query_images",
+    "target_images",
+    "negative_images",
+    "query_video",
+    "target_video",
+)
+_CLIP_COLUMNS = ("query_clip_start", "query_clip_end", "target_clip_start", "target_clip_end")
+
+
+# --- media --------------------------------------------------------------------------------------
 
 _MEDIA_FIELDS = (
     "width",
@@ -429,56 +619,179 @@ _PROBE_SCHEMA = {
     "bytes": pl.Int64,
     "content_hash": pl.String,
 }
+#: Arrow type of each per-item column: the media struct's fields, plus the reference used in ids
+#: and the failure of an item that cannot be used.
+_ITEM_TYPES: dict[str, pa.DataType] = {
+    **{f.name: f.type for f in MEDIA_ITEM_TYPE},
+    "ref": pa.string(),
+    "fail_reason": pa.string(),
+    "fail_message": pa.string(),
+}
+_ROLES = pa.array(list(_ROLE_RANK), pa.string())  # indexed by role rank
+_KINDS = ("image", "video")
 
 
-def _media_items(df: pl.DataFrame, run: _Run) -> pl.DataFrame:
-    """One row per media item of the still-accepted drafts, with resolution and probe results."""
-    parts = []
+@dataclass(frozen=True)
+class _Items:
+    """The media items of a batch's open rows, sorted by (row, role rank, order in the role)."""
+
+    rows: np.ndarray  # the draft row of each item
+    rank: np.ndarray  # its role rank (query, target, negative)
+    columns: dict[str, pa.Array]  # one per name of _ITEM_TYPES
+    #: (rows, reasons, messages) of the first unusable item of each row that has one.
+    failed: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    #: Local paths as written -> the resolved absolute path, where they differ.
+    resolved: dict[str, str]
+
+    def replaced_columns(self, col: Mapping[str, pa.Array]) -> dict[str, pa.Array]:
+        """The draft media columns with written local paths replaced by resolved ones."""
+        out: dict[str, pa.Array] = {}
+        if not self.resolved:
+            return out
+        for name in _MEDIA_DRAFT_COLUMNS:
+            values = col[name]
+            if values.null_count == len(values):
+                continue
+            series = pl.Series(values)
+            if pa.types.is_list(values.type):
+                series = series.list.eval(pl.element().replace(self.resolved))
+            else:
+                series = series.replace(self.resolved)
+            out[name] = series.to_arrow().cast(values.type)
+        return out
+
+
+def _media_items(col: Mapping[str, pa.Array], open_rows: np.ndarray, run: _Run) -> _Items:
+    """Every non-empty media reference of the open rows, resolved and probed.
+
+    URLs are recorded as remote media as they are; only local paths are resolved against the
+    media root and probed (each distinct path once per run). A batch of URLs only (CC3M, LAION)
+    therefore never leaves Arrow: no join, no Python loop per item.
+    """
+    n = len(open_rows)
+    parts: list[tuple[int, int, np.ndarray, pa.Array]] = []  # (rank, kind, rows, written)
     for role, column, kind, is_list in _MEDIA_COLUMNS:
-        item = df.select("_row", pl.col(column).alias("written"))
+        values = col[column]
+        if values.null_count == n:
+            continue
         if is_list:
-            item = item.explode("written")
-        item = item.filter(pl.col("written").is_not_null() & (pl.col("written") != ""))
-        parts.append(
-            item.with_columns(
-                _order_within_row(item["_row"]).alias("order"),
-                pl.lit(role).alias("role"),
-                pl.lit(_ROLE_RANK[role]).alias("role_rank"),
-                pl.lit(kind).alias("kind"),
-            )
+            parents = np.repeat(np.arange(n), _lengths(values))
+            values = values.flatten()
+        else:
+            parents = np.arange(n)
+        keep = np.flatnonzero(_valid(values) & (_lengths(values) > 0) & open_rows[parents])
+        if len(keep) < len(values):
+            values = values.take(keep)
+        parts.append((_ROLE_RANK[role], _KINDS.index(kind), parents[keep], values))
+    parts = [part for part in parts if len(part[2])]
+    if not parts:
+        return _Items(
+            rows=np.zeros(0, dtype=np.int64),
+            rank=np.zeros(0, dtype=np.int8),
+            columns={name: pa.nulls(0, type_) for name, type_ in _ITEM_TYPES.items()},
+            failed=None,
+            resolved={},
         )
-    items = pl.concat(parts)
-    remote = items["written"].str.contains(_URL_PATTERN)
-    local = items.filter(~remote).select("written", "kind").unique(maintain_order=True)
-    probe_rows = _resolve_and_probe(local, run)
-    remote_items = items.filter(remote).select("written", "kind").unique(maintain_order=True)
-    remote_rows = remote_items.with_columns(
-        pl.col("written").alias("path"),
-        pl.col("written").alias("ref"),
-        pl.lit(True).alias("remote"),
+    rows = np.concatenate([part[2] for part in parts])
+    rank = np.concatenate([np.full(len(part[2]), part[0], dtype=np.int8) for part in parts])
+    kind = np.concatenate([np.full(len(part[2]), part[1], dtype=np.int8) for part in parts])
+    written = (
+        parts[0][3] if len(parts) == 1 else pa.concat_arrays([part[3] for part in parts])
+    ).cast(pa.string())
+    # Items of one column are in row order already; those of several columns are sorted by
+    # row, role and position among the items of that column in the row, once they are probed.
+    order = (
+        np.concatenate([_order_within_row(part[2]) for part in parts]) if len(parts) > 1 else None
     )
-    lookup = pl.concat(
-        [pl.DataFrame(probe_rows, schema=_PROBE_SCHEMA), remote_rows], how="diagonal_relaxed"
-    ).cast(_PROBE_SCHEMA)  # type: ignore[arg-type]
-    return items.join(lookup, on=["written", "kind"], how="left", maintain_order="left")
+    kinds = pa.array(_KINDS, pa.string()).take(pa.array(kind))
+    remote = pl.Series(written).str.contains(_URL_PATTERN).to_numpy()
+    columns: dict[str, pa.Array] = {
+        name: pa.nulls(len(rows), type_) for name, type_ in _ITEM_TYPES.items()
+    }
+    columns.update(
+        role=_ROLES.take(pa.array(rank)),
+        kind=kinds,
+        path=written,
+        ref=written,
+        remote=pa.array(remote),
+    )
+    failed = None
+    resolved: dict[str, str] = {}
+    local = np.flatnonzero(~remote)
+    if len(local):
+        items = pl.DataFrame({"written": written.take(local), "kind": kinds.take(local)})
+        probed = pl.DataFrame(
+            _resolve_and_probe(items.unique(maintain_order=True).iter_rows(), run),
+            schema=_PROBE_SCHEMA,
+        )
+        joined = items.join(probed, on=["written", "kind"], how="left", maintain_order="left")
+        found = joined.to_arrow()
+        for name in ("path", "ref", "fail_reason", "fail_message", *_MEDIA_FIELDS):
+            columns[name] = _scatter(columns[name], local, found.column(name).combine_chunks())
+        resolved = {
+            written_: path
+            for written_, path in probed.select("written", "path").iter_rows()
+            if path is not None and path != written_
+        }
+        failing = np.flatnonzero(_valid(columns["fail_reason"]))
+        if len(failing) and order is not None:
+            failing = failing[_item_order(rows[failing], rank[failing], order[failing])]
+        if len(failing):
+            # The first unusable item of a row (in item order) decides its reject reason.
+            first = np.r_[True, rows[failing][1:] != rows[failing][:-1]]
+            failing = failing[first]
+            failed = (
+                rows[failing],
+                np.asarray(columns["fail_reason"].take(failing).to_pylist(), dtype=object),
+                np.asarray(columns["fail_message"].take(failing).to_pylist(), dtype=object),
+            )
+    if order is not None:
+        sort = _item_order(rows, rank, order)
+        rows, rank = rows[sort], rank[sort]
+        columns = {name: values.take(pa.array(sort)) for name, values in columns.items()}
+    return _Items(rows=rows, rank=rank, columns=columns, failed=failed, resolved=resolved)
 
 
-def _order_within_row(rows: pl.Series) -> pl.Series:
-    """0, 1, 2, ... within each run of equal row numbers (rows are sorted after an explode)."""
-    import numpy as np
+def _item_order(rows: np.ndarray, rank: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The permutation that sorts items by (row, role rank, order), as polars has always sorted
+    them (same key types, same input order).
 
-    values = rows.to_numpy()
-    if len(values) == 0:
-        return pl.Series([], dtype=pl.Int64)
-    starts = np.r_[True, values[1:] != values[:-1]]
-    start_positions = np.maximum.accumulate(np.where(starts, np.arange(len(values)), 0))
-    return pl.Series(np.arange(len(values)) - start_positions)
+    polars' multi-column sort does not keep ties in input order: an image and a video of the
+    same role in one row, both first of their column, come out video first. Ids depend on the
+    order of a side's media, so the order is kept exactly; a stable sort would change them.
+    """
+    keys = pl.DataFrame(
+        {
+            "_row": rows.astype(np.uint32),
+            "role_rank": rank.astype(np.int32),
+            "order": order.astype(np.int64),
+        }
+    )
+    return keys.with_row_index("_i").sort("_row", "role_rank", "order")["_i"].to_numpy()
 
 
-def _resolve_and_probe(local: pl.DataFrame, run: _Run) -> list[dict[str, Any]]:
+def _order_within_row(rows: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal row numbers (rows are sorted)."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[True, rows[1:] != rows[:-1]]
+    start_positions = np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
+    return np.arange(len(rows)) - start_positions
+
+
+def _scatter(values: pa.Array, positions: np.ndarray, new: pa.Array) -> pa.Array:
+    """`values` with `values[positions[i]]` replaced by `new[i]`."""
+    if len(positions) == len(values):
+        return new.cast(values.type)
+    take = np.arange(len(values), dtype=np.int64)
+    take[positions] = len(values) + np.arange(len(positions))
+    return pa.concat_arrays([values, new.cast(values.type)]).take(pa.array(take))
+
+
+def _resolve_and_probe(local: Iterable[tuple[str, str]], run: _Run) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     to_probe: dict[tuple[Path, str], list[dict[str, Any]]] = {}
-    for written, kind in local.iter_rows():
+    for written, kind in local:
         key = (written, kind)
         if key in run.probed:
             out.append(run.probed[key])
@@ -539,157 +852,116 @@ def _resolve(written: str, run: _Run) -> tuple[Path | None, str, tuple[str, str]
     )
 
 
-def _attach_media(df: pl.DataFrame, media: pl.DataFrame) -> pl.DataFrame:
-    """Replace written paths by resolved ones and add the `media` list and primary-media columns.
+@dataclass(frozen=True)
+class _Media:
+    lists: pa.Array  # the `media` column: every item of the row ([] when none)
+    refs_query: pa.Array  # the query's media references joined by U+001E, for ids
+    refs_target: pa.Array
+    primary: dict[str, pa.Array]  # role, kind, remote and probe fields of the primary item
 
-    `media` rows are grouped by draft row through list offsets over the sorted items rather than a
-    hash group-by: this is the hot path of large caption corpora (one media item a row).
-    """
-    import numpy as np
 
-    n = df.height
-    media = media.sort("_row", "role_rank", "order")
-    rows = media["_row"].to_numpy().astype(np.int64)
-    role_rank = media["role_rank"].to_numpy()
-
-    def lists_of(values: pa.Array, mask: np.ndarray | None = None) -> pa.ListArray:
-        chosen_rows = rows if mask is None else rows[mask]
-        chosen = values if mask is None else values.filter(pa.array(mask))
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.bincount(chosen_rows, minlength=n), out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), chosen)
-
-    item_columns = ["role", "kind", "path", "remote", *_MEDIA_FIELDS]
-    items = media.select(item_columns).cast(
-        {name: _PROBE_SCHEMA[name] for name in item_columns if name in _PROBE_SCHEMA}  # type: ignore[misc]
-    )
+def _attach_media(items: _Items, n: int) -> _Media:
+    """Group the items by draft row through list offsets (they are sorted by row already)."""
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(items.rows, minlength=n), out=offsets[1:])
     structs = pa.StructArray.from_arrays(
-        [c.combine_chunks() for c in items.to_arrow().columns], names=item_columns
+        [items.columns[f.name] for f in MEDIA_ITEM_TYPE], fields=list(MEDIA_ITEM_TYPE)
     )
-    refs = media["ref"].to_arrow()
-    columns = {
-        "media": pl.from_arrow(lists_of(structs)),
-        "_refs_query": pl.from_arrow(lists_of(refs, role_rank == 0)).list.join("\x1e"),
-        "_refs_target": pl.from_arrow(lists_of(refs, role_rank == 1)).list.join("\x1e"),
-    }
+    lists = pa.ListArray.from_arrays(pa.array(offsets), structs)
     # The primary media item: the target's first, else the query's first.
     primary = np.full(n, -1, dtype=np.int64)
-    positions = np.arange(len(rows))
+    positions = np.arange(len(items.rows))
     for rank in (0, 1):  # the target (rank 1) overwrites the query
-        mask = role_rank == rank
-        side_rows, side_positions = rows[mask], positions[mask]
-        first = np.r_[True, side_rows[1:] != side_rows[:-1]] if len(side_rows) else side_rows
-        primary[side_rows[first]] = side_positions[first]
-    take = pa.array(primary, mask=primary < 0)
-    picked = media.select("role", "kind", "remote", *_MEDIA_FIELDS).to_arrow().take(take)
-    for name in picked.column_names:
-        columns[f"_p_{name}"] = pl.from_arrow(picked.column(name))
-    df = df.with_columns(**{name: series for name, series in columns.items()})  # type: ignore[arg-type]
-
-    local = media.filter(~pl.col("remote").fill_null(False) & pl.col("path").is_not_null())
-    replace = dict(local.select("written", "path").unique().iter_rows())
-    replace = {k: v for k, v in replace.items() if k != v}
-    if replace:
-        df = df.with_columns(
-            *[
-                pl.col(c).list.eval(pl.element().replace(replace))
-                for c in ("query_images", "target_images", "negative_images")
-            ],
-            *[pl.col(c).replace(replace) for c in ("query_video", "target_video")],
-        )
-    return df
-
-
-def _media_struct_dtype() -> pl.DataType:
-    return pl.Struct(
-        {
-            "role": pl.String,
-            "kind": pl.String,
-            "path": pl.String,
-            "remote": pl.Boolean,
-            **{name: _PROBE_SCHEMA[name] for name in _MEDIA_FIELDS},
-        }
+        mask = items.rank == rank
+        side_rows, side_positions = items.rows[mask], positions[mask]
+        if len(side_rows):
+            first = np.r_[True, side_rows[1:] != side_rows[:-1]]
+            primary[side_rows[first]] = side_positions[first]
+    take = pa.array(np.maximum(primary, 0), mask=primary < 0)
+    picked = {
+        name: pa.nulls(n, _ITEM_TYPES[name])
+        if items.columns[name].null_count == len(positions)  # e.g. no probe data for URLs
+        else items.columns[name].take(take)
+        for name in ("role", "kind", "remote", *_MEDIA_FIELDS)
+    }
+    refs = items.columns["ref"]
+    return _Media(
+        lists=lists,
+        refs_query=_joined_refs(
+            items.rows[items.rank == 0], refs.filter(pa.array(items.rank == 0)), n
+        ),
+        refs_target=_joined_refs(
+            items.rows[items.rank == 1], refs.filter(pa.array(items.rank == 1)), n
+        ),
+        primary=picked,
     )
 
 
-def _id_keys(df: pl.DataFrame, run: _Run) -> pl.Series:
-    """The normalised content a row's id is the hash of (stable across re-ingests and machines)."""
-
-    def text(column: str) -> pl.Expr:
-        return pl.col(column).cast(pl.String).fill_null("")
-
-    return df.select(
-        pl.concat_str(
-            [
-                pl.lit(run.source),
-                text("task"),
-                text("split"),
-                text("pair"),
-                text("instruction"),
-                text("query_text"),
-                text("target_text"),
-                pl.col("negative_texts").list.join("\x1e").fill_null(""),
-                text("_refs_query"),
-                text("_refs_target"),
-                text("query_clip_start"),
-                text("query_clip_end"),
-                text("target_clip_start"),
-                text("target_clip_end"),
-            ],
-            separator="\x1f",
-        ).alias("key")
-    ).to_series()
+def _joined_refs(rows: np.ndarray, refs: pa.Array, n: int) -> pa.Array:
+    """Per draft row, its references joined by U+001E (null where it has none)."""
+    if len(rows) == 0:
+        return pa.nulls(n, pa.string())
+    if len(rows) == n and (rows == np.arange(n)).all():  # one reference in every row
+        return refs
+    counts = np.bincount(rows, minlength=n)
+    if counts.max() == 1:  # the common case: one image or video a side
+        where = np.full(n, -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        return refs.take(pa.array(np.maximum(where, 0), mask=where < 0))
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), refs)
+    return pl.Series(lists).list.join("\x1e").to_arrow().cast(pa.string())
 
 
-def _manifest_rows(df: pl.DataFrame, repaired: pl.Series, run: _Run) -> pa.Table:
-    clip_start = (
-        pl.when(pl.col("_p_role") == "query")
-        .then("query_clip_start")
-        .otherwise("target_clip_start")
-    )
-    clip_end = (
-        pl.when(pl.col("_p_role") == "query").then("query_clip_end").otherwise("target_clip_end")
-    )
-    clip_length = pl.coalesce(clip_end, pl.col("_p_duration")) - clip_start.fill_null(0.0)
-    out = df.with_columns(
-        pl.col("_p_kind").alias("media_kind"),
-        pl.col("_p_remote").alias("media_remote"),
-        pl.col("_p_width").alias("width"),
-        pl.col("_p_height").alias("height"),
-        pl.when(clip_start.is_not_null() | clip_end.is_not_null())
-        .then(clip_length)
-        .otherwise(pl.col("_p_duration"))
-        .alias("duration"),
-        pl.col("_p_fps").alias("fps"),
-        pl.col("_p_frame_count").alias("frame_count"),
-        pl.col("_p_codec").alias("codec"),
-        pl.col("_p_rotation").alias("rotation"),
-        pl.col("_p_bytes").alias("media_bytes"),
-        pl.col("_p_content_hash").alias("media_hash"),
-        pl.col("query_text").str.len_chars().cast(pl.Int32).alias("query_chars"),
-        word_counts(df["query_text"]).alias("query_words"),
-        pl.col("target_text").str.len_chars().cast(pl.Int32).alias("target_chars"),
-        word_counts(df["target_text"]).alias("target_words"),
-        repaired.alias("text_repaired"),
-        pl.lit(run.adapter_name).alias("adapter"),
-        pl.lit(run.adapter_version).alias("adapter_version"),
-    )
-    table = out.select(MANIFEST_SCHEMA.names).to_arrow()
-    return table.cast(MANIFEST_SCHEMA)
+def _clip_durations(col: Mapping[str, pa.Array], primary: Mapping[str, pa.Array]) -> pa.Array:
+    """The primary media's duration, or its clip's length when the side has a clip."""
+    is_query = pc.fill_null(pc.equal(primary["role"], "query"), False)
+    start = pc.if_else(is_query, col["query_clip_start"], col["target_clip_start"])
+    end = pc.if_else(is_query, col["query_clip_end"], col["target_clip_end"])
+    length = pc.subtract(pc.coalesce(end, primary["duration"]), pc.fill_null(start, 0.0))
+    return pc.if_else(pc.or_(pc.is_valid(start), pc.is_valid(end)), length, primary["duration"])
 
 
-def _ledger_rows(df: pl.DataFrame, reason: pl.Series, message: pl.Series, run: _Run) -> pa.Table:
-    out = df.select(
-        pl.lit(run.source).alias("source"),
-        pl.col("input_file"),
-        pl.col("record_index"),
-        reason.alias("reason"),
-        message.fill_null("").alias("message"),
-        pl.col("raw"),
-        pl.lit(run.adapter_name).alias("adapter"),
-        pl.lit(run.adapter_version).alias("adapter_version"),
-    )
-    return out.to_arrow().cast(LEDGER_SCHEMA)
+def _id_keys(parts: list[pa.Array], candidates: np.ndarray, source: str) -> pa.Array:
+    """The normalised content a row's id is the hash of (stable across re-ingests and machines).
+
+    The key joins the source and `parts` (nulls as "", lists joined by U+001E) with U+001F, for
+    the `candidates` rows only. Changing it changes every id: keep it exactly.
+    """
+    frame: dict[str, pa.Array | pa.ChunkedArray] = {}
+    exprs: list[pl.Expr] = [pl.lit(source)]
+    for i, values in enumerate(parts):
+        if values.null_count == len(values):
+            exprs.append(pl.lit(""))
+            continue
+        if len(candidates) < len(values):
+            values = values.take(candidates)
+        if (constant := _constant_string(values)) is not None:  # e.g. task, split, pair
+            exprs.append(pl.lit(constant))
+        else:
+            name = f"part{i}"
+            frame[name] = values
+            if pa.types.is_list(values.type):
+                exprs.append(pl.col(name).list.join("\x1e").fill_null(""))
+            else:
+                exprs.append(pl.col(name).cast(pl.String).fill_null(""))
+    key = pl.concat_str(exprs, separator="\x1f")
+    if not frame:  # literals only: one key for every row
+        return pa.repeat(pl.select(key).item(), len(candidates))
+    return pl.from_arrow(pa.table(frame)).select(key).to_series().to_arrow()
+
+
+def _constant_string(values: pa.Array | pa.ChunkedArray) -> str | None:
+    """The value of a string column that holds one value in every row, else None."""
+    if not pa.types.is_string(values.type) or values.null_count:
+        return None
+    first = values[0]
+    if values[len(values) // 2] != first or values[len(values) - 1] != first:
+        return None  # the usual answer for texts and paths, without a pass over them
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return low if low == high else None
 
 
 # --- counts -------------------------------------------------------------------------------------
@@ -768,9 +1040,59 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Columns with (nearly) one value a row: ids, texts, paths. Dictionary encoding only helps
+#: columns with few distinct values (source, pair, task, codec, ...); on these the encoder builds
+#: a dictionary, overflows it and falls back to plain pages, which was a third of the write time.
+_DISTINCT_LEAVES = frozenset(
+    {
+        "id",
+        "source_id",
+        "instruction",
+        "query_text",
+        "target_text",
+        "negative_texts.list.element",
+        "query_images.list.element",
+        "target_images.list.element",
+        "negative_images.list.element",
+        "query_video",
+        "target_video",
+        "media.list.element.path",
+        "media.list.element.content_hash",
+        "media_hash",
+        "record_index",
+        "raw",
+        "message",
+    }
+)
+#: Free text and paths: min/max statistics cannot prune anything on them, so none are written.
+_NO_STATISTICS_LEAVES = _DISTINCT_LEAVES - {"record_index"}
+
+
+def _parquet_leaves(schema: pa.Schema) -> list[str]:
+    """Parquet column paths of an Arrow schema ("media.list.element.path", ...)."""
+
+    def walk(path: str, type_: pa.DataType) -> Iterator[str]:
+        if pa.types.is_list(type_):
+            yield from walk(f"{path}.list.element", type_.value_type)
+        elif pa.types.is_struct(type_):
+            for child in type_:
+                yield from walk(f"{path}.{child.name}", child.type)
+        else:
+            yield path
+
+    return [leaf for f in schema for leaf in walk(f.name, f.type)]
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    leaves = _parquet_leaves(table.schema)
+    pq.write_table(
+        table,
+        tmp,
+        compression="zstd",
+        use_dictionary=[leaf for leaf in leaves if leaf not in _DISTINCT_LEAVES],
+        write_statistics=[leaf for leaf in leaves if leaf not in _NO_STATISTICS_LEAVES],
+    )
     os.replace(tmp, path)
 
 
@@ -788,6 +1110,11 @@ def _remove_stale_partials(manifests: Path, name: str, *, keep: Path) -> None:
 
 def _swap_into_place(work_dir: Path, final_dir: Path) -> None:
     if final_dir.exists():
+        # Signal sidecars are keyed by content ids, so they stay valid for the rows that remain;
+        # `curate score` drops ids that left and computes only the new ones.
+        signals = final_dir / "signals"
+        if signals.is_dir():
+            shutil.copytree(signals, work_dir / "signals")
         retired = final_dir.with_name(f".{final_dir.name}.retired-{os.getpid()}")
         os.replace(final_dir, retired)
         os.replace(work_dir, final_dir)

@@ -73,11 +73,6 @@ def _non_blank(lines: pl.LazyFrame) -> pl.LazyFrame:
     ).filter(line.str.contains(r"\S"))
 
 
-def _is_utf8_error(error: Exception) -> bool:
-    text = str(error).lower()
-    return "utf8" in text or "utf-8" in text
-
-
 def iter_line_blocks(
     path: Path,
     build: Callable[[pl.LazyFrame], pl.LazyFrame] = lambda lines: lines,
@@ -99,18 +94,27 @@ def iter_line_blocks(
 def _line_frames(
     path: Path, build: Callable[[pl.LazyFrame], pl.LazyFrame], batch_rows: int
 ) -> Iterator[pl.DataFrame]:
-    done = 0  # physical lines fully covered by the frames yielded so far
-    try:
-        lines = pl.scan_lines(path, row_index_name="record_index", glob=False)
-        for frame in build(_non_blank(lines)).collect_batches(chunk_size=batch_rows):
-            if frame.height:
-                yield frame
-                done = int(frame["record_index"][-1]) + 1
+    # Damaged files are read by Python from the start. Switching from polars' parallel stream to
+    # the lossy reader in the middle of a file gave rows another line's text now and then.
+    if not _is_valid_utf8(path):
+        yield from _lossy_blocks(path, build, start=0)
         return
-    except pl.exceptions.ComputeError as error:
-        if not _is_utf8_error(error):
-            raise
-    yield from _lossy_blocks(path, build, start=done)
+    lines = pl.scan_lines(path, row_index_name="record_index", glob=False)
+    for frame in build(_non_blank(lines)).collect_batches(chunk_size=batch_rows):
+        if frame.height:
+            yield frame
+
+
+def _is_valid_utf8(path: Path, *, chunk_bytes: int = 1 << 22) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _lossy_blocks(

@@ -249,3 +249,15 @@ def test_cli_reports_user_errors_in_one_line(tmp_path: Path):
     )  # fmt: skip
     assert bad_name.returncode == 1 and "invalid manifest name" in bad_name.stderr
     assert "Traceback" not in missing.stderr + bad_name.stderr
+
+
+def test_replace_keeps_signal_sidecars(tmp_path: Path, media: Path, workspace):
+    source = write_drafts(
+        tmp_path / "d.jsonl", [{"task": "text_retrieval", "query_text": "q", "target_text": "p"}]
+    )
+    first = ingest(source, options(media_root=media), workspace)
+    (first.manifest.signals_dir).mkdir()
+    (first.manifest.signals_dir / "text.parquet").write_bytes(b"sidecar")
+    write_drafts(source, [{"task": "text_retrieval", "query_text": "q2", "target_text": "p"}])
+    replaced = ingest(source, options(media_root=media, replace=True), workspace)
+    assert (replaced.manifest.signals_dir / "text.parquet").read_bytes() == b"sidecar"
