@@ -1207,9 +1207,10 @@ def build_mixture(
     try:
         with duckdb_errors(f"mixing recipe {recipe.name!r}"):
             plan = _plan(con, recipe, version, inputs, compiled, progress)
+            # A dry run fails where the build would, rather than promise a write that cannot happen.
+            _check_plan(recipe, plan.stages)
             if dry_run:
                 return MixResult(plan=plan, mixture=None, built=False, path=final)
-            _check_plan(recipe, plan.stages)
             for i, stage in enumerate(plan.stages):
                 if progress:
                     progress(f"sampling {stage.name}", 0, stage.taken)

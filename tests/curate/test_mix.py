@@ -288,6 +288,10 @@ def test_impossible_weights_with_on_shortfall_error_fail_without_side_effects(ws
     ):
         build_mixture(ws, ws.root / "recipes" / "strict.toml")
     assert tree(ws.root) == before
+    # A dry run says the same instead of promising a write.
+    with pytest.raises(ConfigError, match="weights cannot be met"):
+        build_mixture(ws, ws.root / "recipes" / "strict.toml", dry_run=True)
+    assert tree(ws.root) == before
 
 
 def test_target_all_scales_to_the_scarcest_component(ws: Workspace):
