@@ -19,7 +19,6 @@ is the same as processing row by row: same rows in the same order, same ids, led
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -40,8 +39,9 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.adapters import AdapterContext, detect_format, get_adapter
-from curate.errors import InputError, LockedError
+from curate.errors import InputError
 from curate.ids import SeenIds, hash_keys, id_prefixes
+from curate.locks import exclusive_lock
 from curate.manifest import COMPLETE_MARKER, Manifest
 from curate.schema import (
     DRAFT_SCHEMA,
@@ -129,7 +129,10 @@ def ingest(
 
     workspace.manifests.mkdir(parents=True, exist_ok=True)
     final_dir = workspace.manifest_dir(options.name)
-    with _exclusive_lock(workspace.manifests / f".{options.name}.lock", options.name):
+    with exclusive_lock(
+        workspace.manifests / f".{options.name}.lock",
+        busy=f"manifest {options.name!r} is being written",
+    ):
         fingerprint = _input_fingerprint(path, options, adapter_cls.name, adapter_cls.version)
         if (final_dir / COMPLETE_MARKER).exists():
             existing = Manifest(options.name, final_dir)
@@ -984,29 +987,6 @@ def _add_counts(total: dict[str, Any], part: Mapping[str, Any]) -> None:
 
 
 # --- files --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path, name: str) -> Iterator[None]:
-    """One writer per manifest name; the OS drops the lock if the holder dies (even kill -9)."""
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the duration of the block
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockedError(
-                f"manifest {name!r} is being written by {holder}; wait for it to finish "
-                "(the lock is released when that process exits)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
 
 
 def _input_fingerprint(path: Path, options: IngestOptions, adapter: str, version: str) -> str:

@@ -22,7 +22,6 @@ metrics and meta.json); a batch left empty on every rank still advances the sche
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -31,7 +30,6 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.errors import ConfigError, LockedError
+from curate.errors import ConfigError
+from curate.locks import exclusive_lock
 from curate.workspace import Workspace
 from train import distributed as D
 from train.backbones import Backbone, build_backbone, resolve_device
@@ -271,23 +270,10 @@ class RunFolder:
         os.replace(tmp, self.metrics)
 
 
-@contextlib.contextmanager
-def _run_lock(path: Path, enabled: bool) -> Iterator[None]:
+def _run_lock(path: Path, enabled: bool) -> contextlib.AbstractContextManager[None]:
     if not enabled:
-        yield
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise LockedError(
-                f"another process is training into {path}; wait for it or choose another --out"
-            ) from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return exclusive_lock(path / ".lock", busy=f"the run folder {path} is being trained into")
 
 
 def _versions() -> dict[str, str]:

@@ -15,12 +15,11 @@ manifest (a re-ingest with different input) are dropped at that point.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
-from curate.errors import LockedError, SchemaError
+from curate.errors import SchemaError
+from curate.locks import exclusive_lock
 from curate.manifest import Manifest
 
 SIDECAR_SCHEMA_VERSION = 1
@@ -112,28 +112,12 @@ def write_json_atomic(value: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def signals_lock(manifest: Manifest) -> Iterator[None]:
+def signals_lock(manifest: Manifest) -> contextlib.AbstractContextManager[None]:
     """One writer of a manifest's signals at a time; the OS drops the lock if the holder dies."""
-    manifest.signals_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(manifest.signals_dir / ".lock", "a+")  # noqa: SIM115 - held for the block
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockedError(
-                f"signals of manifest {manifest.name!r} are being written by {holder}; wait for "
-                "it to finish (the lock is released when that process exits)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+    return exclusive_lock(
+        manifest.signals_dir / ".lock",
+        busy=f"signals of manifest {manifest.name!r} are being written",
+    )
 
 
 @dataclass

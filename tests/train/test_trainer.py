@@ -267,7 +267,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused(two_stage_mixture, t
     out.mkdir()
     with open(out / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # as a training process holds it
-        with pytest.raises(LockedError, match="another process is training"):
+        with pytest.raises(LockedError, match="is being trained into by another process"):
             train_run(
                 mixture=two_stage_mixture,
                 workspace=Workspace.resolve(tmp_path / "ws"),
