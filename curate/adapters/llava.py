@@ -261,6 +261,49 @@ def _message_turn(message: Any, *, role_key: str, text_key: str) -> Turn:
     return Turn(role, text, raw=message)
 
 
+def record_drafts(
+    path: Path,
+    index: int,
+    record: Any,
+    read_turns: Callable[[Any], tuple[list[Turn], str]],
+    *,
+    first_only: bool,
+    where: str = "",
+) -> list[dict[str, Any]]:
+    """The drafts of one conversation record, or one rejected draft saying why it has none.
+
+    `read_turns` returns the record's turns and the key that holds them (raising Reject);
+    `where` prefixes rejection messages (e.g. "line 7: ").
+    """
+    try:
+        turns, key = read_turns(record)
+        source = record.get("id")
+
+        def raw_pair(user: Turn, answer: Turn, k: int) -> str:
+            rest = {name: value for name, value in record.items() if name != key}
+            return raw_json({**rest, "pair": k, key: [user.raw, answer.raw]})
+
+        return conversation_drafts(
+            turns,
+            path=path,
+            index=index,
+            source_id=None if source is None else str(source),
+            raw_pair=raw_pair,
+            first_only=first_only,
+        )
+    except Reject as problem:
+        return [
+            rejected(
+                record_index=index,
+                input_file=path,
+                reason=problem.reason,
+                message=f"{where}{problem.message}",
+                raw=raw_json(record),
+                task=TASK,
+            )
+        ]
+
+
 def record_turns(record: Any, prefix: str) -> tuple[list[Turn], str]:
     """The turns of a LLaVA or LLaMA-Factory record, media assigned; and the turns' key."""
     if not isinstance(record, dict):
@@ -326,30 +369,6 @@ class LlavaAdapter(Adapter):
     def _record(
         path: Path, index: int, record: Any, prefix: str, first_only: bool
     ) -> list[dict[str, Any]]:
-        try:
-            turns, key = record_turns(record, prefix)
-            source = record.get("id")
-
-            def raw_pair(user: Turn, answer: Turn, k: int) -> str:
-                rest = {name: value for name, value in record.items() if name != key}
-                return raw_json({**rest, "pair": k, key: [user.raw, answer.raw]})
-
-            return conversation_drafts(
-                turns,
-                path=path,
-                index=index,
-                source_id=None if source is None else str(source),
-                raw_pair=raw_pair,
-                first_only=first_only,
-            )
-        except Reject as problem:
-            return [
-                rejected(
-                    record_index=index,
-                    input_file=path,
-                    reason=problem.reason,
-                    message=problem.message,
-                    raw=raw_json(record),
-                    task=TASK,
-                )
-            ]
+        return record_drafts(
+            path, index, record, lambda r: record_turns(r, prefix), first_only=first_only
+        )

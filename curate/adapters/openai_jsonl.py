@@ -28,8 +28,6 @@ from curate.adapters.base import (
     AdapterContext,
     batched_drafts,
     json_lines,
-    raw_json,
-    rejected,
 )
 from curate.adapters.generic import check_options, input_files, option_choice
 from curate.adapters.llava import (
@@ -37,7 +35,7 @@ from curate.adapters.llava import (
     TASK,
     Reject,
     Turn,
-    conversation_drafts,
+    record_drafts,
     strip_prefix,
 )
 from curate.adapters.textpairs import first_jsonl_object
@@ -147,34 +145,11 @@ class OpenAIJsonlAdapter(Adapter):
     def _record(
         path: Path, index: int, record: Any, prefix: str, first_only: bool
     ) -> list[dict[str, Any]]:
-        try:
+        def read_turns(record: Any) -> tuple[list[Turn], str]:
             if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-                raise Reject(
-                    "malformed_record", f"line {index + 1} is not an object with a 'messages' list"
-                )
-            turns = [message_turn(m, prefix) for m in record["messages"]]
-            source = record.get("id")
+                raise Reject("malformed_record", "not an object with a 'messages' list")
+            return [message_turn(m, prefix) for m in record["messages"]], "messages"
 
-            def raw_pair(user: Turn, answer: Turn, k: int) -> str:
-                rest = {name: value for name, value in record.items() if name != "messages"}
-                return raw_json({**rest, "pair": k, "messages": [user.raw, answer.raw]})
-
-            return conversation_drafts(
-                turns,
-                path=path,
-                index=index,
-                source_id=None if source is None else str(source),
-                raw_pair=raw_pair,
-                first_only=first_only,
-            )
-        except Reject as problem:
-            return [
-                rejected(
-                    record_index=index,
-                    input_file=path,
-                    reason=problem.reason,
-                    message=f"line {index + 1}: {problem.message}",
-                    raw=raw_json(record),
-                    task=TASK,
-                )
-            ]
+        return record_drafts(
+            path, index, record, read_turns, first_only=first_only, where=f"line {index + 1}: "
+        )
