@@ -4,6 +4,9 @@ Generates a CC3M-style headerless TSV (caption<TAB>url) and, in one run, times:
   * baseline: DuckDB `COPY (SELECT * FROM read_csv(...)) TO 'x.parquet'` of the file;
   * adapter:  the cc3m adapter alone (reading drafts, nothing else), for the floor it sets;
   * curate:   `ingest(FILE, format="cc3m")` (the library call, in a fresh process);
+  * floors:   two steps every ingest of this file must do, timed alone on data prepared before
+              the clock starts: md5 ids of the 1M id keys (DuckDB), and writing the finished
+              manifest rows (read back from the curate run) with curate's Parquet settings;
 and reports the ratio of curate to the baseline (target <= 1.5x) and the peak memory (max RSS) of
 the ingest at each size (target: flat, i.e. bounded by the batch size rather than the file size).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -44,19 +48,27 @@ def make_tsv(path: Path, rows: int, seed: int = 0) -> None:
             out.write(f"{caption}\thttps://cdn.example.org/img/{i:08d}.jpg?w=640\n")
 
 
-def run_child(imports: str, work: str) -> dict:
+def run_child(imports: str, work: str, *, setup_in_imports: bool = False) -> dict:
     """Run `imports` then `work` in a fresh interpreter; return wall, import and CPU seconds and
-    the max RSS of that process."""
+    the max RSS of that process. With `setup_in_imports`, `imports` also prepares the data and
+    the seconds and CPU seconds reported are those of `work` alone."""
     wrapper = (
         "import json, resource, time\n"
         "t0 = time.perf_counter()\n"
         f"{imports}\n"
         "t1 = time.perf_counter()\n"
+        "setup = resource.getrusage(resource.RUSAGE_SELF)\n"
         f"{work}\n"
         "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
         "out = {'seconds': time.perf_counter() - t0, 'import_seconds': t1 - t0,"
         " 'cpu_seconds': usage.ru_utime + usage.ru_stime, 'max_rss_mb': usage.ru_maxrss / 1024}\n"
-        "print(json.dumps(out))\n"
+        + (
+            "out['seconds'] -= out['import_seconds']\n"
+            "out['cpu_seconds'] -= setup.ru_utime + setup.ru_stime\n"
+            if setup_in_imports
+            else ""
+        )
+        + "print(json.dumps(out))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True
@@ -93,6 +105,37 @@ def curate_ingest(tsv: Path, workspace: Path) -> dict:
     )
 
 
+def write_floor(workspace: Path) -> dict:
+    """Only the Parquet write of the finished manifest: the rows of a curate run, read back
+    before the clock starts, written again with curate's own writer settings."""
+    rows = workspace / "manifests" / "bench" / "rows"
+    return run_child(
+        "import pyarrow.parquet as pq\n"
+        "from curate.ingest import _write_parquet\n"
+        f"table = pq.read_table('{rows}')",
+        f"_write_parquet(table, __import__('pathlib').Path('{workspace}/rewrite.parquet'))",
+        setup_in_imports=True,
+    )
+
+
+def hash_floor(workspace: Path) -> dict:
+    """Only the md5 of the id keys (source, task, split, pair, texts, media, clip bounds joined
+    as curate joins them), on keys built before the clock starts."""
+    rows = workspace / "manifests" / "bench" / "rows"
+    return run_child(
+        "import pyarrow as pa, pyarrow.parquet as pq\n"
+        "from curate.ids import hash_keys\n"
+        f"t = pq.read_table('{rows}', columns=['query_text', 'target_images'])\n"
+        "keys = pa.array(['bench\\x1fcaption_retrieval\\x1ftrain\\x1ft2i\\x1f\\x1f' + q"
+        " + '\\x1f\\x1f\\x1f\\x1f' + i[0] + '\\x1f\\x1f\\x1f\\x1f' for q, i in"
+        " zip(t.column('query_text').to_pylist(), t.column('target_images').to_pylist(),"
+        " strict=True)])\n"
+        "hash_keys(keys[:1000])",
+        "for start in range(0, len(keys), 50_000):\n    hash_keys(keys[start:start + 50_000])",
+        setup_in_imports=True,
+    )
+
+
 def _line(label: str, result: dict) -> str:
     return (
         f"{label:34s} {result['seconds']:6.2f} s  (imports {result['import_seconds']:.2f} s, "
@@ -114,13 +157,16 @@ def main() -> None:
         tsv = tmpdir / "cc3m.tsv"
         make_tsv(tsv, args.rows)
         size_mb = tsv.stat().st_size / 1e6
-        copies, adapters, ingests = [], [], []
-        for i in range(args.repeat):  # interleaved, so that a burst of load hits all three
+        copies, adapters, ingests, writes, hashes = [], [], [], [], []
+        for i in range(args.repeat):  # interleaved, so that a burst of load hits all of them
             copies.append(duckdb_copy(tsv, tmpdir / f"copy{i}.parquet"))
             adapters.append(adapter_only(tsv))
             ingests.append(curate_ingest(tsv, tmpdir / f"ws{i}"))
-        base, adapter, ours = (
-            min(runs, key=lambda r: r["seconds"]) for runs in (copies, adapters, ingests)
+            writes.append(write_floor(tmpdir / f"ws{i}"))
+            hashes.append(hash_floor(tmpdir / f"ws{i}"))
+        base, adapter, ours, write, hashing = (
+            min(runs, key=lambda r: r["seconds"])
+            for runs in (copies, adapters, ingests, writes, hashes)
         )
         print(f"input: {args.rows:,} rows, {size_mb:.0f} MB; best of {args.repeat} runs each")
         print(_line("duckdb COPY read_csv -> parquet:", base))
@@ -129,6 +175,18 @@ def main() -> None:
         print(f"ratio curate / duckdb: {ours['seconds'] / base['seconds']:.2f}x wall, "
               f"{ours['cpu_seconds'] / base['cpu_seconds']:.2f}x CPU (target <= 1.5x); "
               f"adapter alone: {adapter['seconds'] / base['seconds']:.2f}x wall")  # fmt: skip
+        for label, step in (("md5 ids alone", hashing), ("manifest write alone", write)):
+            print(
+                f"floor: {label + ':':27s} {step['seconds']:6.2f} s  (CPU {step['cpu_seconds']:5.2f} s)"
+                f"  = {step['seconds'] / base['seconds']:.2f}x the COPY"
+            )
+        cores = os.cpu_count() or 1
+        budget = 1.5 * base["seconds"] * cores
+        needed = hashing["cpu_seconds"] + write["cpu_seconds"]
+        print(
+            f"  CPU budget of a 1.5x ingest on {cores} cores: {budget:.2f} CPU s; these two "
+            f"steps alone take {needed:.2f} CPU s, before reading a line or importing"
+        )
         print("  every ratio of all runs: " + ", ".join(
             f"{o['seconds'] / c['seconds']:.2f}x" for c, o in zip(copies, ingests, strict=True)
         ))  # fmt: skip

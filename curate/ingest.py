@@ -19,6 +19,7 @@ is the same as processing row by row: same rows in the same order, same ids, led
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -486,11 +487,11 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
     ledger = _table(
         {
             "source": pa.repeat(run.source, len(rejected)),
-            "input_file": col["input_file"].take(rejected),
-            "record_index": col["record_index"].take(rejected),
+            "input_file": _take(col["input_file"], rejected),
+            "record_index": _take(col["record_index"], rejected),
             "reason": pa.array(reasons, pa.string()),
             "message": pa.array([m or "" for m in verdicts.message[rejected]], pa.string()),
-            "raw": col["raw"].take(rejected),
+            "raw": _take(col["raw"], rejected),
             "adapter": pa.repeat(run.adapter_name, len(rejected)),
             "adapter_version": pa.repeat(run.adapter_version, len(rejected)),
         },
@@ -513,6 +514,18 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
 
 def _table(columns: Mapping[str, pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _nulls(n: int, type_: pa.DataType) -> pa.Array:
+    """A null array, shared: batches have the same length, and Arrow arrays are immutable."""
+    return pa.nulls(n, type_)
+
+
+def _take(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    """`values.take(rows)`; with no rows, an empty array at once (Arrow's `take` of nothing
+    still costs milliseconds on a batch of long strings, and most batches reject nothing)."""
+    return values.take(rows) if len(rows) else pa.array([], values.type)
 
 
 def _value_counts(values: pa.Array) -> dict[str, int]:
@@ -709,7 +722,7 @@ def _media_items(col: Mapping[str, pa.Array], open_rows: np.ndarray, run: _Run) 
     kinds = pa.array(_KINDS, pa.string()).take(pa.array(kind))
     remote = pl.Series(written).str.contains(_URL_PATTERN).to_numpy()
     columns: dict[str, pa.Array] = {
-        name: pa.nulls(len(rows), type_) for name, type_ in _ITEM_TYPES.items()
+        name: _nulls(len(rows), type_) for name, type_ in _ITEM_TYPES.items()
     }
     columns.update(
         role=_ROLES.take(pa.array(rank)),
@@ -882,7 +895,7 @@ def _attach_media(items: _Items, n: int) -> _Media:
             primary[side_rows[first]] = side_positions[first]
     take = pa.array(np.maximum(primary, 0), mask=primary < 0)
     picked = {
-        name: pa.nulls(n, _ITEM_TYPES[name])
+        name: _nulls(n, _ITEM_TYPES[name])
         if items.columns[name].null_count == len(positions)  # e.g. no probe data for URLs
         else items.columns[name].take(take)
         for name in ("role", "kind", "remote", *_MEDIA_FIELDS)
