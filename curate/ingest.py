@@ -438,9 +438,12 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         side: _MODALITY_NAMES.take(_code_indices(modality[side], modality[side] < 0))
         for side in modality
     }
-    duration = media.primary["duration"]
+    primary = media.primary
+    if col["annotated_duration"].null_count < n:
+        primary = {**primary, "duration": _with_annotated(primary, col["annotated_duration"])}
+    duration = primary["duration"]
     if any(col[c].null_count < n for c in _CLIP_COLUMNS):
-        duration = _clip_durations(col, media.primary)
+        duration = _clip_durations(col, primary)
     query_text, target_text = pick(text["query_text"]), pick(text["target_text"])
     query_chars, query_words = text_stats(query_text)
     target_chars, target_words = text_stats(target_text)
@@ -928,6 +931,14 @@ def _joined_refs(rows: np.ndarray, refs: pa.Array, n: int) -> pa.Array:
     np.cumsum(counts, out=offsets[1:])
     lists = pa.ListArray.from_arrays(pa.array(offsets), refs)
     return pl.Series(lists).list.join("\x1e").to_arrow().cast(pa.string())
+
+
+def _with_annotated(primary: Mapping[str, pa.Array], annotated: pa.Array) -> pa.Array:
+    """The primary item's probed duration, or the corpus's annotation for a video not probed."""
+    unprobed_video = pc.and_(
+        pc.fill_null(pc.equal(primary["kind"], "video"), False), pc.is_null(primary["duration"])
+    )
+    return pc.if_else(unprobed_video, annotated, primary["duration"])
 
 
 def _clip_durations(col: Mapping[str, pa.Array], primary: Mapping[str, pa.Array]) -> pa.Array:

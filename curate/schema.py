@@ -137,6 +137,10 @@ DRAFT_SCHEMA: Final = pa.schema(
         pa.field("target_video", pa.string()),
         pa.field("target_clip_start", pa.float64()),
         pa.field("target_clip_end", pa.float64()),
+        # The duration of the pair's primary video (the target's, else the query's), in seconds,
+        # as the corpus records it (WebVid, ActivityNet). Fills the manifest's `duration` where
+        # that video is not probed (a URL, or --no-probe); a probed duration always wins.
+        pa.field("annotated_duration", pa.float64()),
     ]
 )
 
@@ -166,7 +170,9 @@ MANIFEST_SCHEMA: Final = pa.schema(
         # Every media item of the pair, probed.
         pa.field("media", pa.list_(MEDIA_ITEM_TYPE)),
         # The pair's primary media flattened for filtering: the target's first media item when
-        # the target has media, else the query's. `duration` is the clip length for clips.
+        # the target has media, else the query's. `duration` is the clip length for clips; for a
+        # video that was not probed it comes from the corpus's own annotation when it has one
+        # (the `media` item's duration stays null: only probed values are kept there).
         pa.field("media_kind", pa.string()),
         pa.field("media_remote", pa.bool_()),
         pa.field("width", pa.int32()),

@@ -46,7 +46,7 @@ EPSILON = 1e-6
 @register
 class ActivitynetAdapter(Adapter):
     name = "activitynet"
-    version = "1"
+    version = "2"  # 2: annotated_duration
     description = (
         "ActivityNet Captions JSON {video_id: {duration, timestamps, sentences}} (seconds); one "
         "text-to-clip pair per sentence, ends past the duration clamped."
@@ -177,4 +177,5 @@ class ActivitynetAdapter(Adapter):
             target_video=target_video,
             target_clip_start=start,
             target_clip_end=end,
+            annotated_duration=duration,
         )

@@ -9,8 +9,10 @@ video2dataset/WebVid layout, "{page_dir}/{videoid}.mp4" under the media root.
 other than the input file's folder (you have the videos), else `url`.
 
 `duration` is ISO-8601 ("PT00H00M17S"; plain seconds are accepted too). It is metadata of the
-source video, not a clip bound, so it does not go into a clip column: the parsed seconds are kept in
-`raw` as `duration_seconds` (null when unparseable; such rows are not rejected). Rows without a
+source video, not a clip bound: the parsed seconds become the draft's `annotated_duration`, which
+gives the manifest's `duration` to videos that are not probed (the URLs), so a recipe's
+`video_duration` filter works on them; they are also kept in `raw` as `duration_seconds` (null
+when unparseable; such rows are not rejected). Rows without a
 caption are rejected as empty_text, rows without the id or path they need as malformed_record.
 A record is one data row; the scan streams, so 10M-row files need bounded memory.
 """
@@ -87,7 +89,7 @@ def duration_seconds(expr: pl.Expr) -> pl.Expr:
 @register
 class WebvidAdapter(Adapter):
     name = "webvid"
-    version = "1"
+    version = "2"  # 2: annotated_duration
     description = (
         "WebVid-2M/10M metadata CSV or Parquet (videoid, name, page_dir, duration as ISO-8601, "
         "contentUrl, any column order); text-to-video pairs, remote URLs or the local "
@@ -159,6 +161,11 @@ class WebvidAdapter(Adapter):
                 video_id.alias("source_id"),
                 caption.alias("query_text"),
                 target.alias("target_video"),
+                (
+                    duration_seconds(pl.col("duration"))
+                    if "duration" in columns
+                    else pl.lit(None, pl.Float64)
+                ).alias("annotated_duration"),
                 *reject_exprs(
                     [
                         (blank(caption), "empty_text", "the row has no caption (name)"),

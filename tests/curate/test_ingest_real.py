@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -106,6 +107,23 @@ def test_webvid_csv_and_parquet_are_remote(shared_data: Path, workspace):
     )
     assert parquet.stats["read"] == 100
     assert parquet.stats["by_pair"] == {"t2v": parquet.stats["accepted"]}
+
+
+def test_webvid_durations_come_from_the_csv_for_unprobed_urls(shared_data: Path, workspace):
+    path = shared_data / "annotations/webvid/test_webvid.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    expected = {}
+    for record in records:  # "PT00H00M17S", parsed here independently of the adapter
+        h, m, s = (
+            int(x) for x in re.fullmatch(r"PT(\d+)H(\d+)M(\d+)S", record["duration"]).groups()
+        )
+        expected[record["videoid"]] = float(3600 * h + 60 * m + s)
+    result = run(path, workspace, "webvid")
+    rows = result.manifest.read_rows(columns=["source_id", "duration", "media"]).to_pylist()
+    assert {r["source_id"]: r["duration"] for r in rows} == expected
+    # Nothing was probed: the media item keeps no duration of its own.
+    assert all(r["media"][0]["remote"] and r["media"][0]["duration"] is None for r in rows)
 
 
 def test_activitynet_clips(shared_data: Path, workspace):

@@ -693,3 +693,32 @@ def test_the_recipe_can_restrict_its_input_manifests(ws: Workspace):
         build(ws, outside)
     with pytest.raises(NotFoundError, match="no manifest named 'nope'"):
         build(ws, text.replace('"videos"]', '"nope"]'))
+
+
+def test_video_duration_filter_uses_webvid_durations_of_unprobed_urls(
+    shared_data: Path, workspace: Workspace
+):
+    from curate.ingest import IngestOptions, ingest
+
+    path = shared_data / "annotations/webvid/test_webvid.csv"
+    manifest = ingest(path, IngestOptions(name="webvid"), workspace).manifest
+    durations = manifest.read_rows(columns=["duration"]).column("duration").to_pylist()
+    short = sum(1 for d in durations if d <= 15.0)
+    assert 0 < short < len(durations)  # the real file has both kinds
+    text = """
+name = "short"
+[filters]
+video_duration = [1.0, 15.0]
+[[stages]]
+name = "s"
+target = "all"
+[[stages.components]]
+name = "videos"
+pairs = ["t2v"]
+weight = 1
+"""
+    result = build(workspace, text, "short")
+    applied = {s["step"]: s["removed"] for s in result.mixture.meta["filters"]["applied"]}
+    assert applied["video_duration"] == len(durations) - short
+    kept = result.mixture.read_stage("s", columns=["duration"]).column("duration").to_pylist()
+    assert len(kept) == short and max(kept) <= 15.0

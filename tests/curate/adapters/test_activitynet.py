@@ -51,6 +51,8 @@ def test_real_file(shared_data: Path) -> None:
         and r["target_clip_start"] < r["target_clip_end"]
         for r in table.to_pylist()
     )
+    # The video's duration as the file states it travels with every clip of the video.
+    assert all(r["annotated_duration"] == durations[r["source_id"]] for r in table.to_pylist())
 
 
 def test_faults(tmp_path: Path) -> None:
