@@ -163,7 +163,9 @@ def ingest(
             options=dict(options.adapter_options),
             batch_rows=options.batch_rows,
         )
-        stats = _write_parts(adapter_cls().read(ctx), run, work_dir, progress)
+        adapter = adapter_cls()
+        stats = _write_parts(adapter.read(ctx), run, work_dir, progress)
+        stats["adapter_changes"] = dict(sorted(adapter.changes().items()))
         stats["fingerprint"] = _files_fingerprint(sorted((work_dir / "rows").glob("*.parquet")))
         info = {
             "name": options.name,

@@ -12,7 +12,7 @@ Segment checks, per sentence:
 - end past the duration (the real val_2 file has v_tXuNa_h804c ending at 234.94 s of 234.93 s):
   clamped to the duration. Ends within 1e-6 s of it are float noise of the file (113.26 against
   113.25999999999999, 110 times in val_2) and are kept as written. The raw record keeps the original as `clamped_end_from`, and
-  `ActivitynetAdapter.clamped_ends` counts them for the run.
+  `ActivitynetAdapter.clamped_ends` counts them for the run (`curate stats` shows the count).
 A video entry that is not an object or has no `sentences` list counts as one rejected record.
 """
 
@@ -116,6 +116,9 @@ class ActivitynetAdapter(Adapter):
                     path, index, video_id, duration, number, sentence, segment, target_video
                 )
                 index += 1
+
+    def changes(self) -> dict[str, int]:
+        return {"segment_end_clamped_to_duration": self.clamped_ends} if self.clamped_ends else {}
 
     def _sentence(
         self,

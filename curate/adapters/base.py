@@ -57,6 +57,12 @@ class Adapter(ABC):
     def read(self, ctx: AdapterContext) -> Iterator[pa.Table]:
         """Yield DRAFT_SCHEMA batches covering every record of the input."""
 
+    def changes(self) -> dict[str, int]:
+        """Records the last `read` altered instead of rejecting, counted by what was done (e.g.
+        `{"segment_end_clamped_to_duration": 1}`). Ingest stores them in the manifest's stats
+        so that no silent fix goes unseen; each altered record also says so in its `raw`."""
+        return {}
+
 
 def raw_json(value: Any) -> str:
     """The raw record as text for the ledger (stable key order, non-ASCII kept)."""

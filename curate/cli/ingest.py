@@ -119,6 +119,11 @@ def ingest_command(
     if stats["rejected_by_reason"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_by_reason"].items())
         typer.echo(f"  rejected: {reasons}  (see `curate stats {name}`)")
+    if stats.get("adapter_changes"):
+        changes = ", ".join(f"{k} {v:,}" for k, v in stats["adapter_changes"].items())
+        typer.echo(
+            f"  records the {result.manifest.ingest_info['format']} reader altered: {changes}"
+        )
 
 
 def formats_command(json_output: bool = JsonOption) -> None:
@@ -176,6 +181,7 @@ def stats_command(
         ("by_source", "source"),
         ("by_split", "split"),
         ("rejected_by_reason", "reject reason"),
+        ("adapter_changes", "records the reader altered"),
     ):
         counts = stats.get(key) or {}
         if not counts:
@@ -184,7 +190,8 @@ def stats_command(
         table.add_column(title)
         table.add_column("rows", justify="right")
         table.add_column("share", justify="right")
-        total = sum(counts.values())
+        # Altered records are a share of all records read; the other tables split a whole.
+        total = stats["read"] if key == "adapter_changes" else sum(counts.values())
         for label, count in sorted(counts.items(), key=lambda kv: -kv[1]):
             table.add_row(label, f"{count:,}", f"{count / total:.1%}")
         console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -91,3 +92,28 @@ def test_ingest_refuses_an_empty_split(monkeypatch, capsys, tmp_path) -> None:
         "error: --split is empty; give a split name such as train, val or test\n"
     )
     assert not (tmp_path / "manifests" / "x").exists()
+
+
+def test_ingest_and_stats_show_records_the_reader_altered(tmp_path) -> None:
+    from curate.cli import app
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    corpus = tmp_path / "anet.json"
+    # The second segment ends past the video's 10 s: ActivityNet's reader clamps it to 10 s.
+    entry = {"duration": 10.0, "timestamps": [[0, 4], [5, 10.5]], "sentences": ["a", "b"]}
+    corpus.write_text(json.dumps({"v_x": entry}))
+    runner = CliRunner()
+    common = ["-w", str(tmp_path)]
+    ingested = runner.invoke(
+        app, ["ingest", str(corpus), "-n", "anet", "--format", "activitynet", "--no-probe", *common]
+    )
+    assert ingested.exit_code == 0, ingested.output
+    assert "records the activitynet reader altered: segment_end_clamped_to_duration 1" in (
+        ingested.output
+    )
+    shown = runner.invoke(app, ["stats", "anet", "--json", *common])
+    assert json.loads(shown.output)["adapter_changes"] == {"segment_end_clamped_to_duration": 1}
+    table = runner.invoke(app, ["stats", "anet", *common], terminal_width=200)
+    assert "records the reader altered" in table.output
+    assert "segment_end_clamped_to_duration" in table.output and "50.0%" in table.output

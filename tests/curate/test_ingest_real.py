@@ -133,6 +133,8 @@ def test_activitynet_clips(shared_data: Path, workspace):
     result = run(path, workspace, "anet", probe=False)
     assert result.stats["read"] == sentences == 17031
     assert result.stats["rejected_by_reason"].get("missing_media") == result.stats["rejected"]
+    # v_tXuNa_h804c's last segment ends past the video: kept, clamped, and counted.
+    assert result.stats["adapter_changes"] == {"segment_end_clamped_to_duration": 1}
 
 
 def test_llava_and_llama_factory_conversations(shared_data: Path, workspace):
