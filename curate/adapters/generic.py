@@ -12,6 +12,17 @@ that none of the first 1000 records has). A column may hold a list (images: seve
 videos: exactly one). A record is one JSONL line that is not blank, one
 element of a JSON list, or one data row of a CSV/Parquet file; `record_index` counts them from 0.
 
+A CSV/TSV file without a header line is read with `--option header=none`: every line is a
+record (the first is record 0; a blank line is a record with empty columns) and columns are
+mapped by 0-based position, e.g. mmaction2's `video label` lists:
+
+    curate ingest video_test_list.txt --format generic --name mm --option header=none \\
+        --option delimiter=space --option query_video=0 --option target_text=1 \\
+        --option task=classification
+
+The number of columns is that of the first line; a later line with more fields stops the read
+(as in a file with a header), one with fewer leaves the missing columns empty.
+
 This module also holds the helpers the other tabular and JSON adapters of this package share
 (content sniffing, streaming polars batches, vectorised draft tables); they have no other home
 among the files this adapter family owns.
@@ -20,6 +31,7 @@ among the files this adapter family owns.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import string
@@ -168,14 +180,30 @@ def _skip_space(text: str, position: int) -> int:
 
 
 def check_options(cls: type[Adapter], options: Mapping[str, str]) -> None:
-    """Unknown --option keys are typos; say which keys the format understands."""
-    unknown = sorted(set(options) - set(cls.option_help))
-    if unknown:
-        valid = ", ".join(sorted(cls.option_help)) or "none"
-        raise ConfigError(
-            f"format {cls.name!r} does not understand option(s) {', '.join(unknown)}; "
-            f"valid options: {valid} (see `curate formats`)"
-        )
+    """Unknown --option keys are typos: name them, a close match, and the valid keys by name.
+
+    Only names: the keys' meanings are long (`curate formats` shows them), and listing them would
+    make a one-line error of thousands of characters.
+    """
+    known = list(cls.option_help)
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return
+    guesses = [
+        match[0]
+        for key in unknown
+        if (match := difflib.get_close_matches(key, known, n=1, cutoff=0.75))
+    ]
+    did_you_mean = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+    valid = (
+        f"its options are: {', '.join(known)} (see `curate formats` for what each means)"
+        if known
+        else "it takes no --option"
+    )
+    raise ConfigError(
+        f"format {cls.name!r} does not understand option{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(map(repr, unknown))}{did_you_mean}; {valid}"
+    )
 
 
 def option_choice(
@@ -218,30 +246,51 @@ def load_json(path: Path) -> Any:
         ) from None
 
 
-def scan_csv(path: Path, separator: str) -> pl.LazyFrame:
-    """All columns as strings; bad UTF-8 becomes U+FFFD so ingest can flag it per record."""
+def scan_csv(path: Path, separator: str, *, has_header: bool = True) -> pl.LazyFrame:
+    """All columns as strings; bad UTF-8 becomes U+FFFD so ingest can flag it per record.
+
+    Without a header the first line is data, and columns are named by 0-based position:
+    "0", "1", ... (as many as the first line has fields).
+    """
     return pl.scan_csv(
         path,
         separator=separator,
+        has_header=has_header,
+        with_column_names=None if has_header else _position_names,
         infer_schema=False,
         encoding="utf8-lossy",
         raise_if_empty=False,
     )
 
 
-def scan_table(path: Path, *, separator: str | None = None) -> tuple[pl.LazyFrame, list[str]]:
-    """A lazy frame and its column names for a Parquet or delimited text file (by content)."""
+def _position_names(columns: list[str]) -> list[str]:
+    return [str(position) for position in range(len(columns))]
+
+
+def scan_table(
+    path: Path, *, separator: str | None = None, has_header: bool = True
+) -> tuple[pl.LazyFrame, list[str]]:
+    """A lazy frame and its column names for a Parquet or delimited text file (by content).
+
+    With `has_header=False` a delimited file's columns are "0", "1", ... (see `scan_csv`).
+    """
     columns = parquet_columns(path)
     if columns is not None:
         return pl.scan_parquet(path, glob=False), columns
     if separator is None:
+        # The delimiter is the one that splits the first line most; header or data alike.
         header = sniff_csv_header(path)
         if header is None:
+            if has_header:
+                raise InputError(
+                    f"{path}: neither Parquet nor a delimited text file with a header line"
+                )
             raise InputError(
-                f"{path}: neither Parquet nor a delimited text file with a header line"
+                f"{path}: cannot tell the delimiter: the first line splits on none of "
+                "',' ';' tab '|'; give it with --option delimiter=CHAR (or tab, space)"
             )
         separator = header[1]
-    lf = scan_csv(path, separator)
+    lf = scan_csv(path, separator, has_header=has_header)
     try:
         columns = list(lf.collect_schema().names())
     except pl.exceptions.PolarsError as error:
@@ -281,16 +330,22 @@ def _collect_batches(lf: pl.LazyFrame, path: Path, batch_rows: int) -> Iterator[
             if frame.height:
                 yield frame
     except pl.exceptions.PolarsError as error:
+        # Polars explains over several lines, some about options we do not expose; the first
+        # line says what is wrong, and the error stays one line.
+        first_line = next((line for line in str(error).splitlines() if line.strip()), "")
         raise InputError(
-            f"{path}: cannot read it as a table ({type(error).__name__}: {error}); "
-            "check the delimiter, the quoting and that every row has the header's columns"
+            f"{path}: cannot read it as a table ({type(error).__name__}: {first_line[:200]}); "
+            "check the delimiter, the quoting and that no row has more fields than the first line"
         ) from None
 
 
-def require_columns(path: Path, present: Iterable[str], required: Mapping[str, str]) -> None:
+def require_columns(
+    path: Path, present: Iterable[str], required: Mapping[str, str], *, hint: str = ""
+) -> None:
     """Raise before reading rows when a needed column is missing.
 
-    `required` maps a column name to what it is used for (shown in the message).
+    `required` maps a column name to what it is used for (shown in the message); `hint`, when
+    given, ends the message with how to fix it.
     """
     have = list(present)
     missing = [name for name in required if name not in have]
@@ -299,6 +354,7 @@ def require_columns(path: Path, present: Iterable[str], required: Mapping[str, s
         raise InputError(
             f"{path}: missing column(s) {needs}; the file has columns: "
             f"{', '.join(repr(c) for c in have if c != RECORD_INDEX) or 'none'}"
+            + (f"; {hint}" if hint else "")
         )
 
 
@@ -451,11 +507,18 @@ _SETTING_OPTIONS: dict[str, str] = {
     "media_strip_prefix": "prefix removed from the start of media paths, e.g. '../../tests/ops/data/'",
     "media_prefix": "prefix added in front of relative media paths (after media_strip_prefix)",
     "file_format": "jsonl, json, csv, tsv or parquet (default: from the file's content and name)",
-    "delimiter": "CSV delimiter (default: detected from the header line)",
+    "delimiter": "CSV/TSV delimiter: one character, 'tab' or 'space' (default: whichever of "
+    ", ; tab | splits the first line most; .tsv files: tab)",
+    "header": "'yes' (default): the first CSV/TSV line names the columns; 'none': the file has no "
+    "header line, every line is a record and columns are mapped by 0-based position, e.g. "
+    "query_text=1",
 }
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+HEADER_CHOICES = ("yes", "none")
+#: Spelled-out delimiters, for characters that are awkward to pass on a command line.
+_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "space": " "}
 
 
 @register
@@ -482,6 +545,11 @@ class GenericAdapter(Adapter):
             ctx.input_path, (*_JSONL_SUFFIXES, ".json", ".csv", ".tsv", ".parquet")
         ):
             kind = settings.file_format or _file_kind(path)
+            if not settings.has_header and kind not in ("csv", "tsv"):
+                raise ConfigError(
+                    f"{path}: option header=none is for CSV/TSV files; this one is read as {kind}, "
+                    "whose columns have names: drop header=none"
+                )
             if kind == "jsonl":
                 records = self._jsonl_records(path, mapping)
             elif kind == "json":
@@ -552,8 +620,18 @@ class GenericAdapter(Adapter):
             lf, columns = pl.scan_parquet(path, glob=False), parquet_columns(path) or []
         else:
             separator = settings.delimiter or ("\t" if kind == "tsv" else None)
-            lf, columns = scan_table(path, separator=separator)
-        require_columns(path, columns, _mapped_columns(mapping))
+            lf, columns = scan_table(path, separator=separator, has_header=settings.has_header)
+        if not settings.has_header:
+            _require_positions(path, columns, mapping)
+        missing = [column for column in mapping.values() if column not in columns]
+        # Digits that are not column names are positions: the file likely has no header line.
+        hint = (
+            "if the file has no header line, add --option header=none to map columns by "
+            "0-based position"
+            if missing and kind != "parquet" and all(c.isdigit() for c in missing)
+            else ""
+        )
+        require_columns(path, columns, _mapped_columns(mapping), hint=hint)
         for frame in iter_frames(lf, path, 50_000):
             for row in frame.iter_rows(named=True):
                 index = row.pop(RECORD_INDEX)
@@ -566,6 +644,26 @@ KEY_SAMPLE_RECORDS = 1000
 
 def _mapped_columns(mapping: Mapping[str, str]) -> dict[str, str]:
     return {column: f"mapped by {field}" for field, column in mapping.items()}
+
+
+def _require_positions(path: Path, columns: Sequence[str], mapping: Mapping[str, str]) -> None:
+    """With header=none, every mapped column must be a position the first line has."""
+    wrong = {field: column for field, column in mapping.items() if column not in columns}
+    if not wrong:
+        return
+    mapped = "; ".join(f"{column!r} (mapped by {field})" for field, column in wrong.items())
+    if not columns:
+        found = "the file is empty"
+    else:
+        positions = "0" if len(columns) == 1 else f"0..{len(columns) - 1}"
+        found = (
+            f"its columns are positions {positions} (the first line has {len(columns)} "
+            f"field{'s' if len(columns) != 1 else ''})"
+        )
+    raise InputError(
+        f"{path}: no column {mapped}; with header=none columns are named by 0-based position "
+        f"and {found}: map e.g. query_text=0 or change --option delimiter"
+    )
 
 
 def _jsonl_keys(path: Path) -> list[str]:
@@ -608,6 +706,7 @@ class _Settings:
     media_prefix: str
     file_format: str | None
     delimiter: str | None
+    has_header: bool
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], mapping: Mapping[str, str]) -> _Settings:
@@ -639,11 +738,12 @@ class _Settings:
         tokens = tuple(t for t in (options.get("strip_tokens") or "").split(",") if t)
         delimiter = options.get("delimiter")
         if delimiter is not None:
-            delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+            delimiter = _DELIMITER_NAMES.get(delimiter, delimiter)
             if len(delimiter) != 1:
                 raise ConfigError(
-                    f"option delimiter={delimiter!r} must be one character (or 'tab')"
+                    f"option delimiter={delimiter!r} must be one character, 'tab' or 'space'"
                 )
+        header = option_choice(options, "header", HEADER_CHOICES, "yes")
         return cls(
             mapping=dict(mapping),
             task=task,
@@ -652,6 +752,7 @@ class _Settings:
             media_prefix=options.get("media_prefix", ""),
             file_format=file_format,
             delimiter=delimiter,
+            has_header=header == "yes",
         )
 
     # -- one record ---------------------------------------------------------------------------

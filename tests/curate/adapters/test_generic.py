@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.adapters import all_adapters, detect_format, get_adapter
-from curate.adapters.base import AdapterContext
-from curate.adapters.generic import detect_delimiter, first_json_item, infer_task
+from curate.adapters.base import Adapter, AdapterContext
+from curate.adapters.generic import check_options, detect_delimiter, first_json_item, infer_task
 from curate.errors import ConfigError, InputError
 from curate.schema import DRAFT_SCHEMA
 
@@ -306,3 +306,161 @@ def test_first_json_item_reads_only_the_head(tmp_path: Path) -> None:
     (tmp_path / "obj.json").write_text('{"v1": {"duration": 3, "timestamps": []}, "v2": ')
     head = first_json_item(tmp_path / "obj.json")
     assert head is not None and head.kind == "object" and head.first_key == "v1"
+
+
+# --------------------------------------------------------------------------------------------
+# Headerless CSV/TSV (`--option header=none`) and the unknown-option message.
+
+MSMARCO_QUERIES = "annotations/msmarco_splade_toy/dev_queries_raw.tsv"
+
+
+def test_headerless_tsv_maps_columns_by_position(shared_data: Path) -> None:
+    path = shared_data / MSMARCO_QUERIES
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first_qid, first_query = lines[0].split("\t")
+    last_qid, last_query = lines[-1].split("\t")
+    table = read_drafts(
+        "generic",
+        path,
+        {"header": "none", "query_text": "1", "target_text": "0", "source_id": "0"},
+    )
+    # The first line is data, so it is record 0 and no line is lost.
+    assert_each_record_once(table, len(lines))
+    rows = rows_by_index(table)
+    assert (rows[0]["query_text"], rows[0]["source_id"]) == (first_query, first_qid)
+    assert (first_qid, first_query) == ("786786", " Androgen receptor define")
+    assert rows[0]["target_text"] == "786786"
+    assert json.loads(rows[0]["raw"]) == {"0": "786786", "1": " Androgen receptor define"}
+    last = rows[len(lines) - 1]
+    assert (last["query_text"], last["source_id"]) == (last_query, last_qid)
+    assert table.column("reject_reason").null_count == len(lines)
+    assert {r["task"] for r in rows.values()} == {"text_retrieval"}
+
+
+def test_headed_read_of_a_headerless_file_suggests_header_none(shared_data: Path) -> None:
+    # The user's first try: positions look like column names that the header line lacks.
+    path = shared_data / MSMARCO_QUERIES
+    with pytest.raises(InputError) as error:
+        read_drafts("generic", path, {"query_text": "1", "target_text": "0"})
+    message = str(error.value)
+    assert "'786786'" in message, "the first data line was read as the header"
+    assert "--option header=none" in message
+
+
+def test_headerless_space_delimited_video_list(shared_data: Path) -> None:
+    path = shared_data / "videos/mmaction2/video_test_list.txt"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    options = {"header": "none", "query_video": "0", "target_text": "1"}
+    # No , ; tab or | on the first line: the delimiter must be named, and the error says how.
+    with pytest.raises(InputError, match=r"delimiter=CHAR \(or tab, space\)"):
+        read_drafts("generic", path, options)
+    table = read_drafts(
+        "generic", path, {**options, "delimiter": "space", "task": "classification"}
+    )
+    assert_each_record_once(table, len(lines))
+    video, label = lines[0].split(" ")
+    row = rows_by_index(table)[0]
+    assert (row["query_video"], row["target_text"]) == (video, label) == ("test.mp4", "0")
+    assert row["task"] == "classification"
+
+
+def test_headerless_csv_with_bad_records(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text(
+        "a dog,a.jpg\n"
+        ",b.jpg\n"  # no caption
+        "a cat\n"  # no image: one field where the first line has two
+        "\n"  # blank line: a record with nothing in it
+        '"a cow, brown",c.jpg\n'
+    )
+    table = read_drafts("generic", path, {"header": "none", "query_text": "0", "target_image": "1"})
+    assert_each_record_once(table, 5)
+    rows = rows_by_index(table)
+    assert (rows[0]["query_text"], rows[0]["target_images"]) == ("a dog", ["a.jpg"])
+    assert rows[0]["reject_reason"] is None
+    assert json.loads(rows[0]["raw"]) == {"0": "a dog", "1": "a.jpg"}
+    assert rows[1]["reject_reason"] == "empty_text"
+    assert rows[2]["reject_reason"] == "malformed_record"
+    assert "target side is empty" in rows[2]["reject_message"]
+    assert json.loads(rows[2]["raw"]) == {"0": "a cat", "1": None}
+    assert rows[3]["reject_reason"] == "empty_text"
+    assert (rows[4]["query_text"], rows[4]["target_images"]) == ("a cow, brown", ["c.jpg"])
+
+
+def test_headerless_unknown_column_names_the_positions(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.tsv"
+    path.write_text("1\ta dog\ta.jpg\n2\ta cat\tb.jpg\n")
+    with pytest.raises(InputError) as error:
+        read_drafts(
+            "generic", path, {"header": "none", "query_text": "caption", "target_image": "3"}
+        )
+    message = str(error.value)
+    assert (
+        "'caption' (mapped by query_text)" in message and "'3' (mapped by target_image)" in message
+    )
+    assert "positions 0..2" in message and "3 fields" in message
+    # Position 2 exists: the same file reads once the mapping uses positions.
+    table = read_drafts("generic", path, {"header": "none", "query_text": "1", "target_image": "2"})
+    assert table.column("target_images").to_pylist() == [["a.jpg"], ["b.jpg"]]
+
+
+def test_headerless_line_longer_than_the_first_fails_in_one_line(tmp_path: Path) -> None:
+    # Truncating the extra field would lose data silently; the whole file is refused instead.
+    path = tmp_path / "ragged.csv"
+    path.write_text("a dog,a.jpg\na cat,b.jpg,extra\n")
+    with pytest.raises(InputError) as error:
+        read_drafts("generic", path, {"header": "none", "query_text": "0", "target_image": "1"})
+    message = str(error.value)
+    assert "\n" not in message
+    assert "more fields than the first line" in message
+
+
+@pytest.mark.parametrize(
+    ("relative", "options", "match"),
+    [
+        (
+            "annotations/kinetics/kinetics_400_labels.csv",
+            {"header": "no", "query_text": "1", "target_text": "0"},
+            r"header='no'.*yes, none",
+        ),
+        (
+            "annotations/image_text_pairs/img2dataset_test_1000.parquet",
+            {"header": "none", "query_text": "1", "target_image": "0"},
+            "header=none is for CSV/TSV files; this one is read as parquet",
+        ),
+    ],
+)
+def test_bad_header_options(shared_data: Path, relative: str, options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        read_drafts("generic", shared_data / relative, options)
+
+
+def test_unknown_option_error_is_short_and_names_keys(shared_data: Path) -> None:
+    path = shared_data / MSMARCO_QUERIES
+    with pytest.raises(ConfigError) as error:
+        read_drafts("generic", path, {"headr": "none", "query_text": "1", "target_text": "0"})
+    message = str(error.value)
+    assert len(message) < 500, message
+    assert "'headr'" in message and "did you mean 'header'" in message
+    assert "query_text" in message and "delimiter" in message and "media_prefix" in message
+    assert "curate formats" in message
+    # Names only: the option descriptions live in `curate formats`.
+    assert "column holding" not in message
+
+
+class _NoOptionsAdapter(Adapter):
+    """Not registered: a format that takes no --option, for check_options alone."""
+
+    name = "demo"
+    description = "a format without options"
+
+    def read(self, ctx: AdapterContext) -> Iterator[pa.Table]:
+        yield DRAFT_SCHEMA.empty_table()
+
+
+def test_unknown_option_of_a_format_without_options() -> None:
+    with pytest.raises(ConfigError) as error:
+        check_options(_NoOptionsAdapter, {"colour": "red", "size": "2"})
+    assert str(error.value) == (
+        "format 'demo' does not understand options 'colour', 'size'; it takes no --option"
+    )
