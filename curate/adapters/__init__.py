@@ -7,6 +7,8 @@ Each format lives in its own module of this package and registers its class with
 from __future__ import annotations
 
 import importlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from curate.adapters.base import Adapter, AdapterContext
@@ -70,20 +72,212 @@ def get_adapter(name: str) -> type[Adapter]:
 
 
 def detect_format(path: Path) -> str:
-    """The one format whose sniff accepts `path`, or an error listing the candidates."""
+    """The one format whose sniff accepts `path`, or an InputError saying why there is none.
+
+    A file is sniffed by every adapter. A folder is first offered whole (webdataset and laion
+    claim folders of shards); when no adapter claims it, a sample of its data files is sniffed
+    and the folder gets the format that every claimed file agrees on. Files no adapter claims
+    (id lists, labels) do not count against the others. See `folder_data_files` for which
+    files are sniffed. The files of a folder that disagree, or none claimed, raise an error
+    naming examples.
+    """
     adapters = all_adapters()
-    matches = [name for name, cls in adapters.items() if cls.sniff(path)]
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path")
+    matches = _claims(path, adapters)
     if len(matches) == 1:
         return matches[0]
-    if not matches:
+    if matches:
         raise InputError(
-            f"{path}: cannot tell its format from its content; pass --format, one of: "
-            f"{', '.join(adapters)}"
+            f"{path}: the format is ambiguous, it could be any of: {', '.join(matches)}; "
+            "pass --format to choose"
         )
-    raise InputError(
-        f"{path}: the format is ambiguous, it could be any of: {', '.join(matches)}; "
-        "pass --format to choose"
+    if not path.is_dir():
+        raise InputError(f"{path}: cannot tell its format from its content; {_PASS_FORMAT}")
+    return _folder_format(path, _sniff_folder(path, adapters))
+
+
+def format_mismatch(path: Path, name: str) -> str | None:
+    """A one-line warning when `path` looks like another format than the chosen `name`, else None.
+
+    Warns only when `name`'s sniff rejects the path (for a folder: the folder and every sniffed
+    data file) and detection finds exactly one other format. A failed sniff alone is no evidence:
+    some formats (`generic`) never sniff true, and an unrecognised file may still be right.
+    `generic` never warns: it is chosen to map a file's columns by hand, whatever it looks like.
+    Reads only file heads, like `detect_format`. An unknown `name` raises InputError.
+    """
+    adapters = all_adapters()
+    get_adapter(name)  # an unknown format is the caller's error, not a mismatch
+    if name == "generic" or not path.exists():
+        return None  # `generic` is chosen on purpose, to map any file's columns by hand
+    matches = _claims(path, adapters)
+    if name in matches:
+        return None
+    if len(matches) == 1:
+        return f"{path} looks like {matches[0]}, not {name}; check --format"
+    if matches or not path.is_dir():
+        return None
+    sniffed = _sniff_folder(path, adapters)
+    by_format = _files_by_format(sniffed)
+    if name in by_format or len(by_format) != 1:
+        return None
+    ((other, files),) = by_format.items()
+    return (
+        f"{path}: its data files look like {other} (e.g. {_shown(path, files[0])}), not {name}; "
+        "check --format"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Folder detection.
+
+#: Data files of a folder sniffed at most: a sample is enough to tell a format, and the work
+#: stays bounded on folders of thousands of shards.
+MAX_SNIFFED_FILES = 32
+#: Folder entries looked at, at most, while searching for data files (a folder of a million
+#: images must not be listed in full).
+MAX_WALKED_ENTRIES = 10_000
+#: Example files named per format in an error.
+EXAMPLES_PER_FORMAT = 2
+#: File names (without suffix, any case) that document a corpus rather than hold it.
+DOC_STEMS = frozenset({"readme", "provenance", "license", "licence", "changelog", "citation"})
+#: Suffixes of files that are never annotations: documents, code, images, audio (videos are
+#: added from the generic adapter's list).
+NON_DATA_SUFFIXES = frozenset(
+    {
+        ".md", ".rst", ".html", ".htm", ".pdf", ".py", ".sh", ".ipynb", ".yaml", ".yml",
+        ".toml", ".cfg", ".ini", ".lock", ".log", ".md5", ".sha256",
+        ".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg", ".heic",
+        ".wav", ".mp3", ".flac", ".ogg", ".m4a",
+    }
+)  # fmt: skip
+#: Formats whose reader takes one file, not a folder: detecting them for a folder would only
+#: move the error to ingest. (Better as an adapter class attribute; see the adapters.)
+ONE_FILE_FORMATS = frozenset({"cc3m", "msmarco", "nli"})
+
+_PASS_FORMAT = "pass --format (`curate formats` lists the formats)"
+
+
+@dataclass(frozen=True)
+class _FolderSniff:
+    """The data files sampled from a folder and the formats claiming each."""
+
+    claims: dict[Path, list[str]]
+    complete: bool  # False when a limit stopped the search before every file was seen
+
+
+def folder_data_files(folder: Path) -> tuple[list[Path], bool]:
+    """The data files of `folder` that detection sniffs, and whether the search saw them all.
+
+    Rule: every regular file (symlinks to files count) under `folder`, breadth first and sorted
+    by name within each folder, except hidden files and folders (name starting with "."),
+    documentation (README, PROVENANCE, LICENSE… with any suffix), and files whose suffix marks
+    documents, code, images, audio or video (`NON_DATA_SUFFIXES`, the generic adapter's
+    `VIDEO_EXTENSIONS`) or that are empty. Symlinked folders are not followed (no loops). At
+    most MAX_SNIFFED_FILES files are returned and MAX_WALKED_ENTRIES entries looked at.
+    """
+    from curate.adapters.generic import VIDEO_EXTENSIONS
+
+    skipped_suffixes = NON_DATA_SUFFIXES | set(VIDEO_EXTENSIONS)
+    found: list[Path] = []
+    pending = [folder]
+    walked = 0
+    while pending:
+        current = pending.pop(0)
+        try:
+            with os.scandir(current) as listing:
+                entries = []
+                for entry in listing:
+                    walked += 1
+                    if walked > MAX_WALKED_ENTRIES:
+                        break
+                    entries.append(entry)
+        except OSError:
+            continue  # an unreadable subfolder holds nothing we could ingest either
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = entry.name
+            if name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                    continue
+                if not entry.is_file() or entry.stat().st_size == 0:
+                    continue
+            except OSError:
+                continue  # a dangling symlink or a vanished file
+            suffix = os.path.splitext(name)[1].lower()
+            stem = name.split(".", 1)[0].lower()
+            if suffix in skipped_suffixes or stem in DOC_STEMS:
+                continue
+            found.append(Path(entry.path))
+            if len(found) >= MAX_SNIFFED_FILES:
+                return found, False
+        if walked > MAX_WALKED_ENTRIES:
+            return found, False
+    return found, True
+
+
+def _claims(path: Path, adapters: dict[str, type[Adapter]]) -> list[str]:
+    return [name for name, cls in adapters.items() if cls.sniff(path)]
+
+
+def _sniff_folder(folder: Path, adapters: dict[str, type[Adapter]]) -> _FolderSniff:
+    files, complete = folder_data_files(folder)
+    return _FolderSniff({file: _claims(file, adapters) for file in files}, complete)
+
+
+def _files_by_format(sniffed: _FolderSniff) -> dict[str, list[Path]]:
+    by_format: dict[str, list[Path]] = {}
+    for file, formats in sniffed.claims.items():
+        for name in formats:
+            by_format.setdefault(name, []).append(file)
+    return dict(sorted(by_format.items()))
+
+
+def _shown(folder: Path, file: Path) -> str:
+    return str(file.relative_to(folder))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _examples(folder: Path, files: list[Path]) -> str:
+    shown = ", ".join(_shown(folder, f) for f in files[:EXAMPLES_PER_FORMAT])
+    more = len(files) - EXAMPLES_PER_FORMAT
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _folder_format(folder: Path, sniffed: _FolderSniff) -> str:
+    """The single format the sniffed files of `folder` agree on, or an InputError."""
+    sample = "" if sniffed.complete else f" (looked at the first {len(sniffed.claims)})"
+    if not sniffed.claims:
+        raise InputError(
+            f"{folder}: cannot tell its format, the folder holds no data file (hidden files, "
+            f"docs, images and videos are skipped); {_PASS_FORMAT}"
+        )
+    by_format = _files_by_format(sniffed)
+    if not by_format:
+        raise InputError(
+            f"{folder}: cannot tell its format from the content of its "
+            f"{_count(len(sniffed.claims), 'data file')}{sample}; {_PASS_FORMAT}"
+        )
+    if len(by_format) > 1:
+        kinds = "; ".join(
+            f"{name}: {_examples(folder, files)}" for name, files in by_format.items()
+        )
+        raise InputError(
+            f"{folder}: its data files are of different formats{sample}: {kinds}; "
+            "pass --format to choose one, or split the folder into one folder per format"
+        )
+    ((name, files),) = by_format.items()
+    if name in ONE_FILE_FORMATS:
+        raise InputError(
+            f"{folder}: its data files look like {name} ({_examples(folder, files)}), and "
+            f"format {name} reads one file, not a folder; ingest each file on its own"
+        )
+    return name
 
 
 __all__ = [
@@ -92,6 +286,8 @@ __all__ = [
     "AdapterContext",
     "all_adapters",
     "detect_format",
+    "folder_data_files",
+    "format_mismatch",
     "get_adapter",
     "register",
 ]
