@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.adapters import AdapterContext, detect_format, get_adapter
+from curate.adapters.generic import check_options
 from curate.errors import InputError
 from curate.ids import SeenIds, hash_keys, id_prefixes
 from curate.locks import exclusive_lock
@@ -117,12 +118,7 @@ def ingest(
     path = path.resolve()
     format_name = options.format or detect_format(path)
     adapter_cls = get_adapter(format_name)
-    unknown = set(options.adapter_options) - set(adapter_cls.option_help)
-    if unknown:
-        known = ", ".join(f"{k} ({v})" for k, v in adapter_cls.option_help.items()) or "none"
-        raise InputError(
-            f"format {format_name!r} has no option(s) {sorted(unknown)}; its options: {known}"
-        )
+    check_options(adapter_cls, options.adapter_options)
     media_root = (options.media_root or (path if path.is_dir() else path.parent)).expanduser()
     if not media_root.is_dir():
         raise InputError(f"media root {media_root} is not a folder; pass an existing --media-root")
@@ -140,10 +136,11 @@ def ingest(
             if existing.ingest_info.get("input_fingerprint") == fingerprint:
                 return IngestResult(existing, existing.stats, up_to_date=True)
             if not options.replace:
+                changed = _what_changed(existing.ingest_info, path, options, adapter_cls)
                 raise InputError(
                     f"manifest {options.name!r} already exists in {workspace.manifests} and was "
-                    "built from different input or options; pass --replace to rebuild it, or "
-                    "choose another --name"
+                    f"built from different input or options ({changed}); pass --replace to "
+                    "rebuild it, or choose another --name"
                 )
         work_dir = workspace.manifests / f".{options.name}.partial-{fingerprint[:16]}"
         _remove_stale_partials(workspace.manifests, options.name, keep=work_dir)
@@ -166,6 +163,9 @@ def ingest(
         adapter = adapter_cls()
         stats = _write_parts(adapter.read(ctx), run, work_dir, progress)
         stats["adapter_changes"] = dict(sorted(adapter.changes().items()))
+        read_files = stats.pop("input_files")
+        stats["files_read"] = len(read_files)
+        stats["files_without_records"] = _files_without_records(path, read_files)
         stats["fingerprint"] = _files_fingerprint(sorted((work_dir / "rows").glob("*.parquet")))
         info = {
             "name": options.name,
@@ -381,6 +381,26 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
     media = _attach_media(items, n)
     for column, values in items.replaced_columns(col).items():
         col[column] = values
+    video_durations = _side_video_durations(items, n)
+    for side, probed in video_durations.items():
+        start = col[f"{side}_clip_start"]
+        if start.null_count == n:
+            continue
+        starts = start.to_numpy(zero_copy_only=False)  # NaN where null
+        late = np.flatnonzero((starts >= probed - _CLIP_TOLERANCE) & verdicts.open)  # NaN: no
+        if len(late):
+            verdicts.reject_rows(
+                late,
+                np.full(len(late), "malformed_record", dtype=object),
+                np.array(
+                    [
+                        f"the {side} clip starts at {starts[row]:g} s, at or after the end of its "
+                        f"video ({probed[row]:g} s as probed); check the clip times or the file"
+                        for row in late
+                    ],
+                    dtype=object,
+                ),
+            )
 
     # Ids and duplicates.
     split = pc.fill_null(col["split"], run.options.split)
@@ -440,6 +460,18 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         side: _MODALITY_NAMES.take(_code_indices(modality[side], modality[side] < 0))
         for side in modality
     }
+    clamped = np.zeros(n, dtype=bool)
+    for side, probed in video_durations.items():
+        end = col[f"{side}_clip_end"]
+        if end.null_count == n:
+            continue
+        ends = end.to_numpy(zero_copy_only=False)
+        # The annotation's end lies past the real file's end (annotated durations and real
+        # files often differ by a fraction of a second): clip at the last decodable instant.
+        past = ends > probed + _CLIP_TOLERANCE
+        if past.any():
+            clamped |= past
+            col[f"{side}_clip_end"] = pa.array(np.where(past, probed, ends), mask=~_valid(end))
     primary = media.primary
     if col["annotated_duration"].null_count < n:
         primary = {**primary, "duration": _with_annotated(primary, col["annotated_duration"])}
@@ -513,6 +545,12 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
     counts["by_split"] = _value_counts(columns["split"])
     counts["by_task"] = _value_counts(columns["task"])
     counts["text_repaired"] = int(repaired[accepted].sum())
+    counts["clip_ends_clamped"] = int(clamped[accepted].sum())
+    counts["reject_examples"] = {
+        reason: verdicts.message[rejected[reasons == reason][0]] or ""
+        for reason in counts["rejected_by_reason"]
+    }
+    counts["input_files"] = sorted(pc.unique(col["input_file"]).to_pylist())
     counts["remote_media"] = int(pc.sum(pc.fill_null(columns["media_remote"], False)).as_py() or 0)
     return rows, ledger, counts
 
@@ -868,7 +906,7 @@ def _resolve(written: str, run: _Run) -> tuple[Path | None, str, tuple[str, str]
         (
             "path_escape",
             f"{written!r} resolves to {resolved}, outside the media root {run.media_root}; "
-            "fix the path, pass the right --media-root, or --allow-outside-media-root",
+            "fix the path, pass the right --media-root, or --allow-outside",
         ),
     )
 
@@ -943,12 +981,36 @@ def _with_annotated(primary: Mapping[str, pa.Array], annotated: pa.Array) -> pa.
     return pc.if_else(unprobed_video, annotated, primary["duration"])
 
 
+#: Seconds by which a clip may pass its video's probed end before it counts as past it (float
+#: noise of annotation files, e.g. 113.26 against a duration of 113.2599999).
+_CLIP_TOLERANCE = 1e-3
+
+
+def _side_video_durations(items: _Items, n: int) -> dict[str, np.ndarray]:
+    """Per draft row, the probed duration of the query's and of the target's video (NaN where
+    the side has no video, or it was not probed)."""
+    out = {}
+    is_video = pc.fill_null(pc.equal(items.columns["kind"], "video"), False).to_numpy(
+        zero_copy_only=False
+    )
+    durations = items.columns["duration"].to_numpy(zero_copy_only=False)
+    for rank, side in enumerate(("query", "target")):
+        probed = np.full(n, np.nan)
+        mask = is_video & (items.rank == rank)
+        probed[items.rows[mask]] = durations[mask]
+        out[side] = probed
+    return out
+
+
 def _clip_durations(col: Mapping[str, pa.Array], primary: Mapping[str, pa.Array]) -> pa.Array:
     """The primary media's duration, or its clip's length when the side has a clip."""
     is_query = pc.fill_null(pc.equal(primary["role"], "query"), False)
     start = pc.if_else(is_query, col["query_clip_start"], col["target_clip_start"])
     end = pc.if_else(is_query, col["query_clip_end"], col["target_clip_end"])
-    length = pc.subtract(pc.coalesce(end, primary["duration"]), pc.fill_null(start, 0.0))
+    # Rounded to microseconds: 55.15 - 48.94 would otherwise read 6.210000000000001.
+    length = pc.round(
+        pc.subtract(pc.coalesce(end, primary["duration"]), pc.fill_null(start, 0.0)), 6
+    )
     return pc.if_else(pc.or_(pc.is_valid(start), pc.is_valid(end)), length, primary["duration"])
 
 
@@ -996,11 +1058,23 @@ def _constant_string(values: pa.Array | pa.ChunkedArray) -> str | None:
 # --- counts -------------------------------------------------------------------------------------
 
 _COUNTER_KEYS = ("rejected_by_reason", "by_pair", "by_source", "by_split", "by_task")
-_SCALAR_KEYS = ("read", "accepted", "rejected", "text_repaired", "remote_media")
+_SCALAR_KEYS = (
+    "read",
+    "accepted",
+    "rejected",
+    "text_repaired",
+    "clip_ends_clamped",
+    "remote_media",
+)
 
 
 def _empty_counts() -> dict[str, Any]:
-    return {**{k: 0 for k in _SCALAR_KEYS}, **{k: {} for k in _COUNTER_KEYS}}
+    return {
+        **{k: 0 for k in _SCALAR_KEYS},
+        **{k: {} for k in _COUNTER_KEYS},
+        "reject_examples": {},  # reason -> the message of its first rejected record
+        "input_files": [],  # the files that gave records (dropped from the final stats)
+    }
 
 
 def _add_counts(total: dict[str, Any], part: Mapping[str, Any]) -> None:
@@ -1010,9 +1084,38 @@ def _add_counts(total: dict[str, Any], part: Mapping[str, Any]) -> None:
         merged = Counter(total[key])
         merged.update(part.get(key, {}))
         total[key] = dict(sorted(merged.items()))
+    for reason, message in part.get("reject_examples", {}).items():
+        total["reject_examples"].setdefault(reason, message)
+    if part.get("input_files"):
+        total["input_files"] = sorted(set(total["input_files"]) | set(part["input_files"]))
 
 
 # --- files --------------------------------------------------------------------------------------
+
+
+#: Files in an input folder that are media, or notes about the corpus, rather than records.
+_NOT_RECORD_FILES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".mp4", ".avi", ".mkv",
+     ".mov", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".md", ".pdf", ".lock"}
+)  # fmt: skip
+_LISTED_FILES = 20
+
+
+def _files_without_records(path: Path, read_files: list[str]) -> dict[str, Any]:
+    """For a folder input: the data files in it from which the adapter read no record (files of
+    another format, or empty ones), so that a skipped file is never silent. Capped list."""
+    if not path.is_dir():
+        return {"count": 0, "files": []}
+    read = set(read_files)
+    skipped = sorted(
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and p.suffix.lower() not in _NOT_RECORD_FILES
+        and str(p) not in read
+    )
+    return {"count": len(skipped), "files": skipped[:_LISTED_FILES]}
 
 
 def _input_fingerprint(path: Path, options: IngestOptions, adapter: str, version: str) -> str:
@@ -1021,10 +1124,48 @@ def _input_fingerprint(path: Path, options: IngestOptions, adapter: str, version
     for file in files:
         stat = file.stat()
         digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    content = _jsonable({k: v for k, v in asdict(options).items() if k != "replace"})
+    content = _fingerprinted_options(options)
     digest.update(json.dumps(content, sort_keys=True).encode())
     digest.update(f"{adapter}\0{version}\0{MANIFEST_SCHEMA_VERSION}\0{__version__}".encode())
     return digest.hexdigest()
+
+
+#: Options that change how fast a manifest is built, never what it holds.
+_SPEED_OPTIONS = frozenset({"replace", "probe_workers"})
+
+
+def _fingerprinted_options(options: IngestOptions) -> dict[str, Any]:
+    # `format` as given (None when detected) is left out: the format read is fingerprinted by
+    # its adapter's name, so naming the detected format explicitly changes nothing.
+    return _jsonable(
+        {k: v for k, v in asdict(options).items() if k not in _SPEED_OPTIONS | {"format"}}
+    )
+
+
+def _what_changed(
+    info: Mapping[str, Any], path: Path, options: IngestOptions, adapter_cls: type
+) -> str:
+    """What differs between an existing manifest's ingest.json and this run, in a few words."""
+    changes = []
+    if info.get("input") != str(path):
+        changes.append(f"input was {info.get('input')}, now {path}")
+    if info.get("format") != adapter_cls.name:
+        changes.append(f"format was {info.get('format')}, now {adapter_cls.name}")
+    elif info.get("adapter_version") != adapter_cls.version:
+        changes.append(
+            f"{adapter_cls.name} reader version was {info.get('adapter_version')}, now "
+            f"{adapter_cls.version}"
+        )
+    if info.get("curate_version") != __version__:
+        changes.append(f"curate was {info.get('curate_version')}, now {__version__}")
+    old = {k: v for k, v in (info.get("options") or {}).items() if k not in _SPEED_OPTIONS}
+    new = _fingerprinted_options(options)
+    changes += [
+        f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and key != "format"
+    ]
+    return "; ".join(changes) or "the input file(s) changed on disk since: size or modified time"
 
 
 def _files_fingerprint(files: list[Path]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,6 +13,9 @@ from rich.table import Table
 
 from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
 from curate.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from curate.ingest import IngestResult
 
 INGEST_EPILOG = """
 Examples:
@@ -63,7 +67,9 @@ def ingest_command(
         60.0, "--probe-timeout", min=0.1, help="Seconds per media file (at least 0.1)."
     ),
     allow_outside_media_root: bool = typer.Option(
-        False, "--allow-outside-media-root", help="Accept media paths outside the media root."
+        False,
+        "--allow-outside",
+        help="Accept media paths that resolve outside the media root (.., absolute, symlinks).",
     ),
     replace: bool = typer.Option(
         False, "--replace", help="Rebuild a manifest that exists from different input."
@@ -91,6 +97,11 @@ def ingest_command(
         adapter_options=_parse_options(option),
         replace=replace,
     )
+    if format is not None and path.exists():
+        from curate.adapters import format_mismatch
+
+        if warning := format_mismatch(path, format):
+            typer.echo(f"warning: {warning}", err=True)
     ws = workspace_from(workspace)
     console = Console(stderr=True)
     with Progress(
@@ -110,7 +121,13 @@ def ingest_command(
         print_json(
             {"manifest": str(result.manifest.path), "up_to_date": result.up_to_date, **stats}
         )
-        return
+    else:
+        _print_ingest_summary(name, result)
+    _fail_when_nothing_accepted(path, stats)
+
+
+def _print_ingest_summary(name: str, result: IngestResult) -> None:
+    stats = result.stats
     state = "already up to date" if result.up_to_date else "written"
     typer.echo(
         f"{name}: {stats['read']:,} read, {stats['accepted']:,} accepted, "
@@ -119,11 +136,52 @@ def ingest_command(
     if stats["rejected_by_reason"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_by_reason"].items())
         typer.echo(f"  rejected: {reasons}  (see `curate stats {name}`)")
+        examples = stats.get("reject_examples", {})
+        by_count = sorted(stats["rejected_by_reason"].items(), key=lambda kv: -kv[1])
+        for reason, _count in by_count[:3]:
+            if examples.get(reason):
+                typer.echo(f"    {reason}, e.g.: {examples[reason]}")
     if stats.get("adapter_changes"):
         changes = ", ".join(f"{k} {v:,}" for k, v in stats["adapter_changes"].items())
         typer.echo(
             f"  records the {result.manifest.ingest_info['format']} reader altered: {changes}"
         )
+    if stats.get("clip_ends_clamped"):
+        typer.echo(
+            f"  {stats['clip_ends_clamped']:,} clip end(s) past the end of their video as probed "
+            "were moved to it"
+        )
+    skipped = stats.get("files_without_records") or {}
+    if skipped.get("count"):
+        shown = ", ".join(skipped["files"])
+        more = (
+            f" and {skipped['count'] - len(skipped['files'])} more"
+            if skipped["count"] > len(skipped["files"])
+            else ""
+        )
+        typer.echo(
+            f"  {skipped['count']:,} file(s) in the folder gave no records (empty, or not this "
+            f"format): {shown}{more}"
+        )
+
+
+def _fail_when_nothing_accepted(path: Path, stats: dict) -> None:
+    """An ingest that keeps nothing is almost always a mistake (wrong format, media root or
+    file): the manifest and its ledger stay for inspection, but the command fails."""
+    if stats["accepted"]:
+        return
+    if not stats["read"]:
+        raise InputError(
+            f"{path}: no records were read; check that it is a non-empty file of this format "
+            "(`curate formats`)"
+        )
+    reason, count = max(stats["rejected_by_reason"].items(), key=lambda kv: kv[1])
+    example = (stats.get("reject_examples") or {}).get(reason)
+    raise InputError(
+        f"{path}: nothing accepted, all {stats['read']:,} records were rejected ({count:,} as "
+        f"{reason}{', e.g. ' + example if example else ''}); fix the input or options and "
+        "rerun with --replace"
+    )
 
 
 def formats_command(json_output: bool = JsonOption) -> None:
@@ -145,10 +203,11 @@ def formats_command(json_output: bool = JsonOption) -> None:
         )
         return
     table = Table(title="curate ingest formats", show_lines=False)
-    table.add_column("format", style="bold")
-    table.add_column("reads")
-    table.add_column("files")
-    table.add_column("options")
+    # Folded, never cut with "…": patterns and option values must be readable in full.
+    table.add_column("format", style="bold", overflow="fold")
+    table.add_column("reads", overflow="fold")
+    table.add_column("files", overflow="fold")
+    table.add_column("options", overflow="fold")
     for name, cls in adapters.items():
         options = "\n".join(f"{k}: {v}" for k, v in cls.option_help.items())
         # Descriptions quote formats like `[[start, end]]`, which rich would read as markup.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -10,6 +11,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from curate.cli import app
+from curate.errors import InputError
+from curate.workspace import Workspace
 
 
 def _commands() -> list[tuple[str, ...]]:
@@ -94,26 +97,79 @@ def test_ingest_refuses_an_empty_split(monkeypatch, capsys, tmp_path) -> None:
     assert not (tmp_path / "manifests" / "x").exists()
 
 
-def test_ingest_and_stats_show_records_the_reader_altered(tmp_path) -> None:
-    from curate.cli import app
-
-    videos = tmp_path / "videos"
-    videos.mkdir()
+def test_ingest_and_stats_show_records_the_reader_altered(tmp_path, shared_data) -> None:
+    shutil.copy(shared_data / "videos/mmaction2/test.mp4", tmp_path / "v_x.mp4")  # 10.0 s
     corpus = tmp_path / "anet.json"
-    # The second segment ends past the video's 10 s: ActivityNet's reader clamps it to 10 s.
-    entry = {"duration": 10.0, "timestamps": [[0, 4], [5, 10.5]], "sentences": ["a", "b"]}
+    # The JSON says 60 s. Segment 2 ends past that: the reader clamps it to 60 s. Segments 2
+    # and 3 end past the real file's 10 s: ingest moves their ends to 10 s. Segment 4 starts
+    # after the real end: rejected.
+    entry = {
+        "duration": 60.0,
+        "timestamps": [[0, 4], [5, 60.5], [6, 30], [20, 25]],
+        "sentences": ["a", "b", "c", "d"],
+    }
     corpus.write_text(json.dumps({"v_x": entry}))
     runner = CliRunner()
     common = ["-w", str(tmp_path)]
-    ingested = runner.invoke(
-        app, ["ingest", str(corpus), "-n", "anet", "--format", "activitynet", "--no-probe", *common]
-    )
+    ingested = runner.invoke(app, ["ingest", str(corpus), "-n", "anet", *common])
     assert ingested.exit_code == 0, ingested.output
-    assert "records the activitynet reader altered: segment_end_clamped_to_duration 1" in (
-        ingested.output
-    )
-    shown = runner.invoke(app, ["stats", "anet", "--json", *common])
-    assert json.loads(shown.output)["adapter_changes"] == {"segment_end_clamped_to_duration": 1}
+    out = ingested.output
+    assert "4 read, 3 accepted, 1 rejected" in out
+    assert "records the activitynet reader altered: segment_end_clamped_to_duration 1" in out
+    assert "2 clip end(s) past the end of their video as probed were moved to it" in out
+    assert "malformed_record, e.g.: the target clip starts at 20 s, at or after the end" in out
+    shown = json.loads(runner.invoke(app, ["stats", "anet", "--json", *common]).output)
+    assert shown["adapter_changes"] == {"segment_end_clamped_to_duration": 1}
+    assert shown["clip_ends_clamped"] == 2
+    from curate.manifest import open_manifest
+
+    rows = open_manifest(Workspace.resolve(tmp_path), "anet").read_rows().to_pylist()
+    clips = [(r["target_clip_start"], r["target_clip_end"], r["duration"]) for r in rows]
+    assert clips == [(0.0, 4.0, 4.0), (5.0, 10.0, 5.0), (6.0, 10.0, 4.0)]
     table = runner.invoke(app, ["stats", "anet", *common], terminal_width=200)
     assert "records the reader altered" in table.output
-    assert "segment_end_clamped_to_duration" in table.output and "50.0%" in table.output
+    assert "segment_end_clamped_to_duration" in table.output and "25.0%" in table.output
+
+
+def test_an_ingest_that_accepts_nothing_fails_with_the_main_reason(tmp_path) -> None:
+    corpus = tmp_path / "anet.json"
+    entry = {"duration": 10.0, "timestamps": [[0, 4]], "sentences": ["a"]}
+    corpus.write_text(json.dumps({"v_missing": entry}))
+    result = CliRunner().invoke(app, ["ingest", str(corpus), "-n", "a", "-w", str(tmp_path)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, InputError)
+    message = str(result.exception)
+    assert "nothing accepted, all 1 records were rejected (1 as missing_media" in message
+    assert "v_missing.mp4" in message and "--replace" in message
+    # The manifest and its ledger stay for inspection.
+    assert (tmp_path / "manifests" / "a" / "_COMPLETE").exists()
+
+
+def test_a_forced_format_that_does_not_fit_is_warned_about(tmp_path, shared_data) -> None:
+    path = shared_data / "annotations/cc3m/Validation_GCC-1.1.0-Validation.first2000.tsv"
+    result = CliRunner().invoke(
+        app, ["ingest", str(path), "-n", "x", "--format", "msmarco", "-w", str(tmp_path)]
+    )
+    assert "warning: " in result.stderr and "looks like cc3m, not msmarco" in result.stderr
+    fitting = CliRunner().invoke(
+        app, ["ingest", str(path), "-n", "y", "--format", "cc3m", "-w", str(tmp_path)]
+    )
+    assert fitting.exit_code == 0 and "warning" not in fitting.stderr
+
+
+def test_formats_and_ingest_help_are_readable_in_80_columns() -> None:
+    from curate.adapters import all_adapters
+
+    listing = CliRunner().invoke(app, ["formats"], terminal_width=80).output
+    assert "…" not in listing
+    # Folded cells: the "files" column holds every pattern in full once its lines are joined.
+    files_column = "".join(
+        cells[3].replace(" ", "")
+        for line in listing.splitlines()
+        if len(cells := line.split("│")) == 6
+    )
+    for cls in all_adapters().values():
+        for pattern in cls.patterns:
+            assert pattern in files_column, pattern
+    help_text = CliRunner().invoke(app, ["ingest", "--help"], terminal_width=80).output
+    assert "…" not in help_text and "--allow-outside" in help_text

@@ -163,8 +163,13 @@ def test_reingest_is_a_noop_and_changed_input_needs_replace(tmp_path: Path, medi
     before = first.manifest.row_files[0].read_bytes()
     again = ingest(source, options(media_root=media), workspace)
     assert again.up_to_date and again.manifest.row_files[0].read_bytes() == before
+    # More probe workers change the speed, not the manifest: still up to date.
+    assert ingest(source, options(media_root=media, probe_workers=1), workspace).up_to_date
+    # The error says what differs from the manifest's build.
+    with pytest.raises(InputError, match=r"\(split was 'train', now 'val'\); pass --replace"):
+        ingest(source, options(media_root=media, split="val"), workspace)
     write_drafts(source, [{"task": "text_retrieval", "query_text": "q2", "target_text": "p"}])
-    with pytest.raises(InputError, match="--replace"):
+    with pytest.raises(InputError, match=r"\(the input file\(s\) changed on disk since.*--replace"):
         ingest(source, options(media_root=media), workspace)
     replaced = ingest(source, options(media_root=media, replace=True), workspace)
     assert replaced.manifest.read_rows().column("query_text").to_pylist() == ["q2"]

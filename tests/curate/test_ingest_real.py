@@ -192,3 +192,16 @@ def test_generic_mapping_on_data_juicer_videos(
     rows = result.manifest.read_rows().to_pylist()
     assert all("<__dj__video>" not in r["query_text"] for r in rows)
     assert {r["codec"] for r in rows} == {"h264"}
+
+
+def test_files_of_a_folder_that_gave_no_records_are_listed(shared_data: Path, workspace, tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "test_webvid.csv").symlink_to(shared_data / "annotations/webvid/test_webvid.csv")
+    (folder / "notes.md").write_text("about this corpus")  # documentation: not a data file
+    (folder / "stray.txt").write_text("a file webvid does not read\n")
+    (folder / "clips").mkdir()
+    (folder / "clips" / "a.mp4").write_bytes(b"")  # media: not a data file
+    result = run(folder, workspace, "webvid-folder", format="webvid")
+    assert result.stats["read"] == 20 and result.stats["files_read"] == 1
+    assert result.stats["files_without_records"] == {"count": 1, "files": ["stray.txt"]}
