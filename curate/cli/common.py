@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.table import Table as _RichTable
 
 from curate.workspace import Workspace
 
@@ -28,3 +29,12 @@ def workspace_from(path: Path | None) -> Workspace:
 
 def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+class Table(_RichTable):
+    """A rich Table whose cells fold onto more lines instead of being cut with "…": ids, paths,
+    manifest names and patterns must stay readable in a narrow terminal or a pipe."""
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 from curate.errors import ConfigError
 
 STEPS = ("ingest", "score", "mix", "ablate", "report")

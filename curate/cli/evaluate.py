@@ -55,7 +55,7 @@ def _split(text: str | None, what: str) -> list[str]:
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]):
-    from rich.table import Table
+    from curate.cli.common import Table
 
     table = Table(title=title)
     for column in header:

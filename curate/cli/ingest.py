@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 from curate.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -203,11 +202,10 @@ def formats_command(json_output: bool = JsonOption) -> None:
         )
         return
     table = Table(title="curate ingest formats", show_lines=False)
-    # Folded, never cut with "…": patterns and option values must be readable in full.
-    table.add_column("format", style="bold", overflow="fold")
-    table.add_column("reads", overflow="fold")
-    table.add_column("files", overflow="fold")
-    table.add_column("options", overflow="fold")
+    table.add_column("format", style="bold")
+    table.add_column("reads")
+    table.add_column("files")
+    table.add_column("options")
     for name, cls in adapters.items():
         options = "\n".join(f"{k}: {v}" for k, v in cls.option_help.items())
         # Descriptions quote formats like `[[start, end]]`, which rich would read as markup.

@@ -7,9 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 
 MIX_EPILOG = """
 Examples:

@@ -9,9 +9,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 from curate.errors import ConfigError
 
 SCORE_EPILOG = """

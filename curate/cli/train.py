@@ -75,7 +75,8 @@ def train_command(
 
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from curate.cli.common import Table
 
     console = Console()
     table = Table(title=f"run {summary['run']}")
