@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
-from curate.adapters import AdapterContext, detect_format, get_adapter
+from curate.adapters import AdapterContext, detect_format, get_adapter, is_data_file_name
 from curate.adapters.generic import check_options
 from curate.errors import InputError
 from curate.ids import SeenIds, hash_keys, id_prefixes
@@ -75,7 +75,11 @@ _ROLE_RANK = {"query": 0, "target": 1, "negative": 2}
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """Everything that decides the content of a manifest (and so its input fingerprint)."""
+    """Everything that decides the content of a manifest, and how it is built.
+
+    All but `probe_workers`, `replace` and `require_rows` (and `format` as given: the format
+    read counts) go into the input fingerprint that tells an up-to-date manifest.
+    """
 
     name: str
     format: str | None = None
@@ -89,7 +93,11 @@ class IngestOptions:
     probe_timeout: float = 60.0
     batch_rows: int = 50_000
     adapter_options: Mapping[str, str] = field(default_factory=dict)
-    replace: bool = False  # replace an existing manifest built from different input
+    replace: bool = False  # rebuild an existing manifest, even one built from this very input
+    #: Refuse a result with no accepted row: raise instead of putting it in place, so that an
+    #: existing manifest stays and a fixed rerun is not taken for up to date. The attempt's
+    #: ledger and stats are kept in `manifests/.<name>.rejected/` for inspection.
+    require_rows: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name, what="manifest name")
@@ -130,18 +138,18 @@ def ingest(
         workspace.manifests / f".{options.name}.lock",
         busy=f"manifest {options.name!r} is being written",
     ):
-        fingerprint = _input_fingerprint(path, options, adapter_cls.name, adapter_cls.version)
-        if (final_dir / COMPLETE_MARKER).exists():
+        files_digest = _input_files_digest(path)
+        fingerprint = _input_fingerprint(files_digest, options, adapter_cls)
+        if (final_dir / COMPLETE_MARKER).exists() and not options.replace:
             existing = Manifest(options.name, final_dir)
             if existing.ingest_info.get("input_fingerprint") == fingerprint:
                 return IngestResult(existing, existing.stats, up_to_date=True)
-            if not options.replace:
-                changed = _what_changed(existing.ingest_info, path, options, adapter_cls)
-                raise InputError(
-                    f"manifest {options.name!r} already exists in {workspace.manifests} and was "
-                    f"built from different input or options ({changed}); pass --replace to "
-                    "rebuild it, or choose another --name"
-                )
+            changed = _what_changed(existing.ingest_info, path, files_digest, options, adapter_cls)
+            raise InputError(
+                f"manifest {options.name!r} already exists in {workspace.manifests} and was "
+                f"built from different input or options ({changed}); pass --replace to "
+                "rebuild it, or choose another --name"
+            )
         work_dir = workspace.manifests / f".{options.name}.partial-{fingerprint[:16]}"
         _remove_stale_partials(workspace.manifests, options.name, keep=work_dir)
         scratch_dir = workspace.root / "media" / options.name
@@ -164,13 +172,15 @@ def ingest(
         stats = _write_parts(adapter.read(ctx), run, work_dir, progress)
         stats["adapter_changes"] = dict(sorted(adapter.changes().items()))
         read_files = stats.pop("input_files")
-        stats["files_read"] = len(read_files)
+        stats["files_with_records"] = len(read_files)
         stats["files_without_records"] = _files_without_records(path, read_files)
         stats["fingerprint"] = _files_fingerprint(sorted((work_dir / "rows").glob("*.parquet")))
         info = {
             "name": options.name,
             "input": str(path),
             "input_fingerprint": fingerprint,
+            "fingerprint_scheme": FINGERPRINT_SCHEME,
+            "input_files_digest": files_digest,
             "format": adapter_cls.name,
             "adapter_version": adapter_cls.version,
             "options": _jsonable(asdict(options)),
@@ -183,6 +193,8 @@ def ingest(
         _write_json(work_dir / "ingest.json", info)
         shutil.rmtree(work_dir / "parts")
         (work_dir / COMPLETE_MARKER).write_text("")
+        if options.require_rows and not stats["accepted"]:
+            _refuse_empty(work_dir, path, stats)
         _swap_into_place(work_dir, final_dir)
         manifest = Manifest(options.name, final_dir)
         return IngestResult(manifest, manifest.stats, up_to_date=False)
@@ -394,13 +406,27 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
                 np.full(len(late), "malformed_record", dtype=object),
                 np.array(
                     [
-                        f"the {side} clip starts at {starts[row]:g} s, at or after the end of its "
-                        f"video ({probed[row]:g} s as probed); check the clip times or the file"
+                        f"the {side} clip starts at {starts[row]:g} s, at or after (or within "
+                        f"{_CLIP_TOLERANCE * 1000:g} ms of) the end of its video "
+                        f"({probed[row]:g} s as probed); check the clip times or the file"
                         for row in late
                     ],
                     dtype=object,
                 ),
             )
+    # Clip ends past the real file's end (annotated durations and real files often differ by a
+    # fraction of a second) move to the last instant of the file. Before ids: a row's id is the
+    # hash of what the manifest holds, so two records that become the same clip are duplicates.
+    clamped_ends = np.zeros(n, dtype=np.int8)
+    for side, probed in video_durations.items():
+        end = col[f"{side}_clip_end"]
+        if end.null_count == n:
+            continue
+        ends = end.to_numpy(zero_copy_only=False)
+        past = ends > probed + _CLIP_TOLERANCE  # False where either is NaN
+        if past.any():
+            clamped_ends += past
+            col[f"{side}_clip_end"] = pa.array(np.where(past, probed, ends), mask=~_valid(end))
 
     # Ids and duplicates.
     split = pc.fill_null(col["split"], run.options.split)
@@ -460,18 +486,6 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
         side: _MODALITY_NAMES.take(_code_indices(modality[side], modality[side] < 0))
         for side in modality
     }
-    clamped = np.zeros(n, dtype=bool)
-    for side, probed in video_durations.items():
-        end = col[f"{side}_clip_end"]
-        if end.null_count == n:
-            continue
-        ends = end.to_numpy(zero_copy_only=False)
-        # The annotation's end lies past the real file's end (annotated durations and real
-        # files often differ by a fraction of a second): clip at the last decodable instant.
-        past = ends > probed + _CLIP_TOLERANCE
-        if past.any():
-            clamped |= past
-            col[f"{side}_clip_end"] = pa.array(np.where(past, probed, ends), mask=~_valid(end))
     primary = media.primary
     if col["annotated_duration"].null_count < n:
         primary = {**primary, "duration": _with_annotated(primary, col["annotated_duration"])}
@@ -545,7 +559,7 @@ def _process_batch(drafts: pa.Table, run: _Run) -> tuple[pa.Table, pa.Table, dic
     counts["by_split"] = _value_counts(columns["split"])
     counts["by_task"] = _value_counts(columns["task"])
     counts["text_repaired"] = int(repaired[accepted].sum())
-    counts["clip_ends_clamped"] = int(clamped[accepted].sum())
+    counts["clip_ends_clamped"] = int(clamped_ends[accepted].sum())
     counts["reject_examples"] = {
         reason: verdicts.message[rejected[reasons == reason][0]] or ""
         for reason in counts["rejected_by_reason"]
@@ -561,7 +575,7 @@ def _table(columns: Mapping[str, pa.Array | pa.ChunkedArray], schema: pa.Schema)
 
 @functools.lru_cache(maxsize=64)
 def _nulls(n: int, type_: pa.DataType) -> pa.Array:
-    """A null array, shared: batches have the same length, and Arrow arrays are immutable."""
+    """A null array, shared (Arrow arrays are immutable): most batches have the same length."""
     return pa.nulls(n, type_)
 
 
@@ -1093,11 +1107,6 @@ def _add_counts(total: dict[str, Any], part: Mapping[str, Any]) -> None:
 # --- files --------------------------------------------------------------------------------------
 
 
-#: Files in an input folder that are media, or notes about the corpus, rather than records.
-_NOT_RECORD_FILES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".mp4", ".avi", ".mkv",
-     ".mov", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".md", ".pdf", ".lock"}
-)  # fmt: skip
 _LISTED_FILES = 20
 
 
@@ -1112,43 +1121,63 @@ def _files_without_records(path: Path, read_files: list[str]) -> dict[str, Any]:
         for p in path.rglob("*")
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and p.suffix.lower() not in _NOT_RECORD_FILES
+        and is_data_file_name(p.name)  # the rule format detection uses: docs, media are not
         and str(p) not in read
     )
     return {"count": len(skipped), "files": skipped[:_LISTED_FILES]}
 
 
-def _input_fingerprint(path: Path, options: IngestOptions, adapter: str, version: str) -> str:
+#: Bumped when what the input fingerprint covers changes, so that a manifest built under the old
+#: scheme is reported as such rather than as changed input.
+FINGERPRINT_SCHEME = 2
+
+
+def _input_files_digest(path: Path) -> str:
+    """Digest of the input file(s) as they lie on disk: path, size and modified time."""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
         stat = file.stat()
         digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    content = _fingerprinted_options(options)
-    digest.update(json.dumps(content, sort_keys=True).encode())
-    digest.update(f"{adapter}\0{version}\0{MANIFEST_SCHEMA_VERSION}\0{__version__}".encode())
     return digest.hexdigest()
 
 
-#: Options that change how fast a manifest is built, never what it holds.
-_SPEED_OPTIONS = frozenset({"replace", "probe_workers"})
+def _input_fingerprint(files_digest: str, options: IngestOptions, adapter_cls: type) -> str:
+    digest = hashlib.sha256(files_digest.encode())
+    content = _fingerprinted_options(options)
+    digest.update(json.dumps(content, sort_keys=True).encode())
+    digest.update(
+        f"{adapter_cls.name}\0{adapter_cls.version}\0{MANIFEST_SCHEMA_VERSION}\0{__version__}"
+        f"\0{FINGERPRINT_SCHEME}".encode()
+    )
+    return digest.hexdigest()
+
+
+#: Options that say how a manifest is built (how fast, what to do when it exists or is empty),
+#: never what it holds; and `format` as given (None when detected): the format read is
+#: fingerprinted by its adapter's name, so naming the detected format changes nothing.
+_NOT_CONTENT_OPTIONS = frozenset({"probe_workers", "replace", "require_rows", "format"})
 
 
 def _fingerprinted_options(options: IngestOptions) -> dict[str, Any]:
-    # `format` as given (None when detected) is left out: the format read is fingerprinted by
-    # its adapter's name, so naming the detected format explicitly changes nothing.
-    return _jsonable(
-        {k: v for k, v in asdict(options).items() if k not in _SPEED_OPTIONS | {"format"}}
-    )
+    return _jsonable({k: v for k, v in asdict(options).items() if k not in _NOT_CONTENT_OPTIONS})
 
 
 def _what_changed(
-    info: Mapping[str, Any], path: Path, options: IngestOptions, adapter_cls: type
+    info: Mapping[str, Any],
+    path: Path,
+    files_digest: str,
+    options: IngestOptions,
+    adapter_cls: type,
 ) -> str:
     """What differs between an existing manifest's ingest.json and this run, in a few words."""
+    if info.get("fingerprint_scheme") != FINGERPRINT_SCHEME:
+        return "it was built by an older curate, which fingerprinted its input differently"
     changes = []
     if info.get("input") != str(path):
         changes.append(f"input was {info.get('input')}, now {path}")
+    elif info.get("input_files_digest") != files_digest:
+        changes.append("the input file(s) changed on disk since: size or modified time")
     if info.get("format") != adapter_cls.name:
         changes.append(f"format was {info.get('format')}, now {adapter_cls.name}")
     elif info.get("adapter_version") != adapter_cls.version:
@@ -1158,14 +1187,21 @@ def _what_changed(
         )
     if info.get("curate_version") != __version__:
         changes.append(f"curate was {info.get('curate_version')}, now {__version__}")
-    old = {k: v for k, v in (info.get("options") or {}).items() if k not in _SPEED_OPTIONS}
+    old = {k: v for k, v in (info.get("options") or {}).items() if k not in _NOT_CONTENT_OPTIONS}
     new = _fingerprinted_options(options)
+    # Adapter options compare key by key, like the others.
+    old_adapter, new_adapter = old.pop("adapter_options", {}), new.pop("adapter_options", {})
     changes += [
         f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and key != "format"
+        if old.get(key) != new.get(key)
     ]
-    return "; ".join(changes) or "the input file(s) changed on disk since: size or modified time"
+    changes += [
+        f"--option {key} was {old_adapter.get(key)!r}, now {new_adapter.get(key)!r}"
+        for key in sorted(set(old_adapter) | set(new_adapter))
+        if old_adapter.get(key) != new_adapter.get(key)
+    ]
+    return "; ".join(changes) or "a curate setting that is not shown changed"
 
 
 def _files_fingerprint(files: list[Path]) -> str:
@@ -1247,6 +1283,25 @@ def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def _refuse_empty(work_dir: Path, path: Path, stats: Mapping[str, Any]) -> None:
+    """Keep a build that accepted nothing aside, for its ledger, and raise: see `require_rows`."""
+    kept = work_dir.with_name(work_dir.name.split(".partial-")[0] + ".rejected")
+    shutil.rmtree(kept, ignore_errors=True)
+    os.replace(work_dir, kept)
+    if not stats["read"]:
+        raise InputError(
+            f"{path}: no records were read; check that it is a non-empty file of this format "
+            "(`curate formats`)"
+        )
+    reason, count = max(stats["rejected_by_reason"].items(), key=lambda kv: kv[1])
+    example = (stats.get("reject_examples") or {}).get(reason)
+    raise InputError(
+        f"{path}: nothing accepted, all {stats['read']:,} records were rejected ({count:,} as "
+        f"{reason}{', e.g. ' + example if example else ''}); no manifest was written (the "
+        f"ledger is in {kept}); fix the input or options and rerun"
+    )
 
 
 def _remove_stale_partials(manifests: Path, name: str, *, keep: Path) -> None:

@@ -134,9 +134,11 @@ def format_mismatch(path: Path, name: str) -> str | None:
 #: Data files of a folder sniffed at most: a sample is enough to tell a format, and the work
 #: stays bounded on folders of thousands of shards.
 MAX_SNIFFED_FILES = 32
-#: Folder entries looked at, at most, while searching for data files (a folder of a million
-#: images must not be listed in full).
-MAX_WALKED_ENTRIES = 10_000
+#: Entries looked at per folder, and folders visited, at most, while searching for data files: a
+#: folder of a million images must not be listed in full, nor use up the search before the
+#: folder of annotations beside it is reached.
+MAX_ENTRIES_PER_FOLDER = 2_000
+MAX_FOLDERS = 500
 #: Example files named per format in an error.
 EXAMPLES_PER_FORMAT = 2
 #: File names (without suffix, any case) that document a corpus rather than hold it.
@@ -166,56 +168,68 @@ class _FolderSniff:
     complete: bool  # False when a limit stopped the search before every file was seen
 
 
+def is_data_file_name(name: str) -> bool:
+    """Whether a file of this name may hold records: not hidden, not documentation (README,
+    PROVENANCE, LICENSE… with any suffix), and not a document, code, image, audio or video file
+    by its suffix (`NON_DATA_SUFFIXES`, the generic adapter's `VIDEO_EXTENSIONS`)."""
+    from curate.adapters.generic import VIDEO_EXTENSIONS
+
+    if name.startswith("."):
+        return False
+    suffix = os.path.splitext(name)[1].lower()
+    stem = name.split(".", 1)[0].lower()
+    return (
+        suffix not in NON_DATA_SUFFIXES
+        and suffix not in VIDEO_EXTENSIONS
+        and (stem not in DOC_STEMS)
+    )
+
+
 def folder_data_files(folder: Path) -> tuple[list[Path], bool]:
     """The data files of `folder` that detection sniffs, and whether the search saw them all.
 
-    Rule: every regular file (symlinks to files count) under `folder`, breadth first and sorted
-    by name within each folder, except hidden files and folders (name starting with "."),
-    documentation (README, PROVENANCE, LICENSE… with any suffix), and files whose suffix marks
-    documents, code, images, audio or video (`NON_DATA_SUFFIXES`, the generic adapter's
-    `VIDEO_EXTENSIONS`) or that are empty. Symlinked folders are not followed (no loops). At
-    most MAX_SNIFFED_FILES files are returned and MAX_WALKED_ENTRIES entries looked at.
+    Rule: every regular, non-empty file (symlinks to files count) under `folder` whose name
+    passes `is_data_file_name`, breadth first and sorted by name within each folder; hidden
+    folders are skipped and symlinked folders not followed (no loops). At most MAX_SNIFFED_FILES
+    files are returned, MAX_ENTRIES_PER_FOLDER entries of each folder looked at (which ones, in a
+    bigger folder, is up to the file system) and MAX_FOLDERS folders visited.
     """
-    from curate.adapters.generic import VIDEO_EXTENSIONS
-
-    skipped_suffixes = NON_DATA_SUFFIXES | set(VIDEO_EXTENSIONS)
     found: list[Path] = []
     pending = [folder]
-    walked = 0
+    complete = True
+    visited = 0
     while pending:
+        if visited >= MAX_FOLDERS:
+            return found, False
         current = pending.pop(0)
+        visited += 1
         try:
             with os.scandir(current) as listing:
                 entries = []
                 for entry in listing:
-                    walked += 1
-                    if walked > MAX_WALKED_ENTRIES:
+                    if len(entries) >= MAX_ENTRIES_PER_FOLDER:
+                        complete = False
                         break
                     entries.append(entry)
         except OSError:
             continue  # an unreadable subfolder holds nothing we could ingest either
         for entry in sorted(entries, key=lambda e: e.name):
             name = entry.name
-            if name.startswith("."):
-                continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
+                    if not name.startswith("."):
+                        pending.append(Path(entry.path))
                     continue
                 if not entry.is_file() or entry.stat().st_size == 0:
                     continue
             except OSError:
                 continue  # a dangling symlink or a vanished file
-            suffix = os.path.splitext(name)[1].lower()
-            stem = name.split(".", 1)[0].lower()
-            if suffix in skipped_suffixes or stem in DOC_STEMS:
+            if not is_data_file_name(name):
                 continue
             found.append(Path(entry.path))
             if len(found) >= MAX_SNIFFED_FILES:
                 return found, False
-        if walked > MAX_WALKED_ENTRIES:
-            return found, False
-    return found, True
+    return found, complete
 
 
 def _claims(path: Path, adapters: dict[str, type[Adapter]]) -> list[str]:
@@ -253,9 +267,10 @@ def _folder_format(folder: Path, sniffed: _FolderSniff) -> str:
     """The single format the sniffed files of `folder` agree on, or an InputError."""
     sample = "" if sniffed.complete else f" (looked at the first {len(sniffed.claims)})"
     if not sniffed.claims:
+        where = "the folder holds" if sniffed.complete else "among the entries looked at, it has"
         raise InputError(
-            f"{folder}: cannot tell its format, the folder holds no data file (hidden files, "
-            f"docs, images and videos are skipped); {_PASS_FORMAT}"
+            f"{folder}: cannot tell its format, {where} no data file (hidden files, docs, "
+            f"images and videos are skipped); {_PASS_FORMAT}"
         )
     by_format = _files_by_format(sniffed)
     if not by_format:
@@ -289,5 +304,6 @@ __all__ = [
     "folder_data_files",
     "format_mismatch",
     "get_adapter",
+    "is_data_file_name",
     "register",
 ]

@@ -216,14 +216,16 @@ def option_choice(
 
 
 def input_files(input_path: Path, suffixes: Sequence[str]) -> list[Path]:
-    """`input_path` itself, or the files under a folder whose names end with `suffixes`, sorted."""
+    """`input_path` itself, or the non-empty files under a folder whose names end with
+    `suffixes`, sorted. (An empty file in a folder holds no record; ingest lists it among the
+    files that gave none instead of failing on it.)"""
     if input_path.is_file():
         return [input_path]
     if input_path.is_dir():
         found = sorted(
             p
             for p in input_path.rglob("*")
-            if p.is_file() and p.name.lower().endswith(tuple(suffixes))
+            if p.is_file() and p.name.lower().endswith(tuple(suffixes)) and p.stat().st_size
         )
         if not found:
             raise InputError(

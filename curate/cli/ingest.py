@@ -71,7 +71,7 @@ def ingest_command(
         help="Accept media paths that resolve outside the media root (.., absolute, symlinks).",
     ),
     replace: bool = typer.Option(
-        False, "--replace", help="Rebuild a manifest that exists from different input."
+        False, "--replace", help="Rebuild a manifest that exists (even from the same input)."
     ),
     workspace: Path | None = WorkspaceOption,
     json_output: bool = JsonOption,
@@ -95,6 +95,9 @@ def ingest_command(
         probe_timeout=probe_timeout,
         adapter_options=_parse_options(option),
         replace=replace,
+        # A manifest with nothing in it is almost always a mistake (wrong format, media root or
+        # file): fail, and keep any existing manifest in place.
+        require_rows=True,
     )
     if format is not None and path.exists():
         from curate.adapters import format_mismatch
@@ -122,7 +125,6 @@ def ingest_command(
         )
     else:
         _print_ingest_summary(name, result)
-    _fail_when_nothing_accepted(path, stats)
 
 
 def _print_ingest_summary(name: str, result: IngestResult) -> None:
@@ -162,25 +164,6 @@ def _print_ingest_summary(name: str, result: IngestResult) -> None:
             f"  {skipped['count']:,} file(s) in the folder gave no records (empty, or not this "
             f"format): {shown}{more}"
         )
-
-
-def _fail_when_nothing_accepted(path: Path, stats: dict) -> None:
-    """An ingest that keeps nothing is almost always a mistake (wrong format, media root or
-    file): the manifest and its ledger stay for inspection, but the command fails."""
-    if stats["accepted"]:
-        return
-    if not stats["read"]:
-        raise InputError(
-            f"{path}: no records were read; check that it is a non-empty file of this format "
-            "(`curate formats`)"
-        )
-    reason, count = max(stats["rejected_by_reason"].items(), key=lambda kv: kv[1])
-    example = (stats.get("reject_examples") or {}).get(reason)
-    raise InputError(
-        f"{path}: nothing accepted, all {stats['read']:,} records were rejected ({count:,} as "
-        f"{reason}{', e.g. ' + example if example else ''}); fix the input or options and "
-        "rerun with --replace"
-    )
 
 
 def formats_command(json_output: bool = JsonOption) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -117,7 +118,10 @@ def test_ingest_and_stats_show_records_the_reader_altered(tmp_path, shared_data)
     assert "4 read, 3 accepted, 1 rejected" in out
     assert "records the activitynet reader altered: segment_end_clamped_to_duration 1" in out
     assert "2 clip end(s) past the end of their video as probed were moved to it" in out
-    assert "malformed_record, e.g.: the target clip starts at 20 s, at or after the end" in out
+    assert (
+        "malformed_record, e.g.: the target clip starts at 20 s, at or after (or within 1 ms of) the end"
+        in out
+    )
     shown = json.loads(runner.invoke(app, ["stats", "anet", "--json", *common]).output)
     assert shown["adapter_changes"] == {"segment_end_clamped_to_duration": 1}
     assert shown["clip_ends_clamped"] == 2
@@ -131,30 +135,44 @@ def test_ingest_and_stats_show_records_the_reader_altered(tmp_path, shared_data)
     assert "segment_end_clamped_to_duration" in table.output and "25.0%" in table.output
 
 
-def test_an_ingest_that_accepts_nothing_fails_with_the_main_reason(tmp_path) -> None:
+def test_an_ingest_that_accepts_nothing_fails_and_keeps_the_manifest_in_place(
+    tmp_path, shared_data
+) -> None:
     corpus = tmp_path / "anet.json"
     entry = {"duration": 10.0, "timestamps": [[0, 4]], "sentences": ["a"]}
-    corpus.write_text(json.dumps({"v_missing": entry}))
-    result = CliRunner().invoke(app, ["ingest", str(corpus), "-n", "a", "-w", str(tmp_path)])
+    corpus.write_text(json.dumps({"v_x": entry}))
+    argv = ["ingest", str(corpus), "-n", "a", "-w", str(tmp_path), "--media-root"]
+    (tmp_path / "videos").mkdir()
+    shutil.copy(shared_data / "videos/mmaction2/test.mp4", tmp_path / "videos" / "v_x.mp4")
+    good = CliRunner().invoke(app, [*argv, str(tmp_path / "videos")])
+    assert good.exit_code == 0, good.output
+    manifest = tmp_path / "manifests" / "a"
+    before = sorted(p.read_bytes() for p in (manifest / "rows").iterdir())
+
+    # A rebuild with the wrong media root accepts nothing: it fails, the good manifest stays.
+    (tmp_path / "elsewhere").mkdir()
+    result = CliRunner().invoke(app, [*argv, str(tmp_path / "elsewhere"), "--replace"])
     assert result.exit_code == 1
     assert isinstance(result.exception, InputError)
     message = str(result.exception)
     assert "nothing accepted, all 1 records were rejected (1 as missing_media" in message
-    assert "v_missing.mp4" in message and "--replace" in message
-    # The manifest and its ledger stay for inspection.
-    assert (tmp_path / "manifests" / "a" / "_COMPLETE").exists()
+    assert "v_x.mp4" in message and "no manifest was written" in message
+    assert sorted(p.read_bytes() for p in (manifest / "rows").iterdir()) == before
+    # The failed attempt's ledger is kept aside for inspection.
+    rejected = tmp_path / "manifests" / ".a.rejected"
+    assert [r["reason"] for r in pq.read_table(rejected / "ledger").to_pylist()] == [
+        "missing_media"
+    ]
 
-
-def test_a_forced_format_that_does_not_fit_is_warned_about(tmp_path, shared_data) -> None:
-    path = shared_data / "annotations/cc3m/Validation_GCC-1.1.0-Validation.first2000.tsv"
-    result = CliRunner().invoke(
-        app, ["ingest", str(path), "-n", "x", "--format", "msmarco", "-w", str(tmp_path)]
-    )
-    assert "warning: " in result.stderr and "looks like cc3m, not msmarco" in result.stderr
-    fitting = CliRunner().invoke(
-        app, ["ingest", str(path), "-n", "y", "--format", "cc3m", "-w", str(tmp_path)]
-    )
-    assert fitting.exit_code == 0 and "warning" not in fitting.stderr
+    # A first ingest that accepts nothing leaves no manifest, so a fixed rerun is not "up to
+    # date": it simply builds.
+    (tmp_path / "videos" / "v_x.mp4").rename(tmp_path / "v_x.mp4.away")
+    argv_b = ["ingest", str(corpus), "-n", "b", "-w", str(tmp_path), "--media-root"]
+    failed = CliRunner().invoke(app, [*argv_b, str(tmp_path / "videos")])
+    assert failed.exit_code == 1 and not (tmp_path / "manifests" / "b").exists()
+    (tmp_path / "v_x.mp4.away").rename(tmp_path / "videos" / "v_x.mp4")
+    fixed = CliRunner().invoke(app, [*argv_b, str(tmp_path / "videos")])
+    assert fixed.exit_code == 0 and "1 accepted" in fixed.output and "written" in fixed.output
 
 
 def test_formats_and_ingest_help_are_readable_in_80_columns() -> None:
@@ -173,3 +191,15 @@ def test_formats_and_ingest_help_are_readable_in_80_columns() -> None:
             assert pattern in files_column, pattern
     help_text = CliRunner().invoke(app, ["ingest", "--help"], terminal_width=80).output
     assert "…" not in help_text and "--allow-outside" in help_text
+
+
+def test_clips_that_become_the_same_clip_are_duplicates(tmp_path, shared_data) -> None:
+    shutil.copy(shared_data / "videos/mmaction2/test.mp4", tmp_path / "v_x.mp4")  # 10.0 s
+    corpus = tmp_path / "anet.json"
+    # The same sentence on [3, 15] and [3, 16] of a 10 s video: both are [3, 10] in truth.
+    entry = {"duration": 20.0, "timestamps": [[3, 15], [3, 16]], "sentences": ["a", "a"]}
+    corpus.write_text(json.dumps({"v_x": entry}))
+    result = CliRunner().invoke(app, ["ingest", str(corpus), "-n", "d", "-w", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "2 read, 1 accepted, 1 rejected" in result.output
+    assert "duplicate_id 1" in result.output

@@ -165,6 +165,9 @@ def test_reingest_is_a_noop_and_changed_input_needs_replace(tmp_path: Path, medi
     assert again.up_to_date and again.manifest.row_files[0].read_bytes() == before
     # More probe workers change the speed, not the manifest: still up to date.
     assert ingest(source, options(media_root=media, probe_workers=1), workspace).up_to_date
+    # --replace rebuilds even the same input (media may have changed, which no fingerprint sees).
+    rebuilt = ingest(source, options(media_root=media, replace=True), workspace)
+    assert not rebuilt.up_to_date and rebuilt.manifest.row_files[0].read_bytes() == before
     # The error says what differs from the manifest's build.
     with pytest.raises(InputError, match=r"\(split was 'train', now 'val'\); pass --replace"):
         ingest(source, options(media_root=media, split="val"), workspace)
@@ -173,6 +176,15 @@ def test_reingest_is_a_noop_and_changed_input_needs_replace(tmp_path: Path, medi
         ingest(source, options(media_root=media), workspace)
     replaced = ingest(source, options(media_root=media, replace=True), workspace)
     assert replaced.manifest.read_rows().column("query_text").to_pylist() == ["q2"]
+
+    # A manifest built before the fingerprint scheme changed is reported as such.
+    info_path = replaced.manifest.path / "ingest.json"
+    info = json.loads(info_path.read_text())
+    info.pop("fingerprint_scheme")
+    info["input_fingerprint"] = "0" * 64
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(InputError, match="built by an older curate"):
+        ingest(source, options(media_root=media), workspace)
 
 
 def test_a_second_writer_gets_a_clear_lock_error(tmp_path: Path, media: Path, workspace):

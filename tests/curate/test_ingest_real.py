@@ -199,9 +199,15 @@ def test_files_of_a_folder_that_gave_no_records_are_listed(shared_data: Path, wo
     folder.mkdir()
     (folder / "test_webvid.csv").symlink_to(shared_data / "annotations/webvid/test_webvid.csv")
     (folder / "notes.md").write_text("about this corpus")  # documentation: not a data file
+    (folder / "LICENSE").write_text("CC BY")
+    (folder / "SHA256SUMS.sha256").write_text("0 test_webvid.csv")
+    (folder / "empty.csv").write_text("")  # no records: listed, not fatal
     (folder / "stray.txt").write_text("a file webvid does not read\n")
     (folder / "clips").mkdir()
     (folder / "clips" / "a.mp4").write_bytes(b"")  # media: not a data file
     result = run(folder, workspace, "webvid-folder", format="webvid")
-    assert result.stats["read"] == 20 and result.stats["files_read"] == 1
-    assert result.stats["files_without_records"] == {"count": 1, "files": ["stray.txt"]}
+    assert result.stats["read"] == 20 and result.stats["files_with_records"] == 1
+    assert result.stats["files_without_records"] == {
+        "count": 2,
+        "files": ["empty.csv", "stray.txt"],
+    }

@@ -145,10 +145,26 @@ def test_sniffing_is_bounded(
     assert detect_format(tmp_path) == "sugarcrepe"
 
     monkeypatch.setattr(adapters_module, "MAX_SNIFFED_FILES", 32)
-    monkeypatch.setattr(adapters_module, "MAX_WALKED_ENTRIES", 2)
+    monkeypatch.setattr(adapters_module, "MAX_ENTRIES_PER_FOLDER", 2)
     files, complete = folder_data_files(tmp_path)
     assert len(files) <= 2
     assert not complete
+
+
+def test_a_big_media_folder_does_not_hide_the_annotations_beside_it(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adapters_module, "MAX_ENTRIES_PER_FOLDER", 50)
+    clips = tmp_path / "clips"  # sorted before meta/, and bigger than one folder's budget
+    clips.mkdir()
+    for index in range(120):
+        (clips / f"{index:05d}.mp4").write_bytes(b"x")
+    link(tmp_path / "meta", "test_webvid.csv", shared_data / "annotations/webvid/test_webvid.csv")
+    assert detect_format(tmp_path) == "webvid"
+    # With no data file among the entries looked at, the message says it only looked at some.
+    (tmp_path / "meta" / "test_webvid.csv").unlink()
+    with pytest.raises(InputError, match="among the entries looked at, it has no data file"):
+        detect_format(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,9 +184,13 @@ def test_no_mismatch_when_the_chosen_format_fits(shared_data: Path) -> None:
 
 
 def test_no_mismatch_when_nothing_else_is_detected(shared_data: Path) -> None:
-    # generic never sniffs true; a failed sniff alone is no evidence.
-    assert format_mismatch(shared_data / KINETICS_LABELS, "generic") is None
+    # No format claims the Kinetics labels: webvid's failed sniff alone is no evidence.
     assert format_mismatch(shared_data / KINETICS_LABELS, "webvid") is None
+
+
+def test_generic_is_never_a_mismatch(shared_data: Path) -> None:
+    # Chosen on purpose to map columns by hand, even on a file another format claims.
+    assert format_mismatch(shared_data / CC3M, "generic") is None
 
 
 def test_mismatch_on_folders(shared_data: Path, tmp_path: Path) -> None:
