@@ -100,9 +100,9 @@ def detect_format(path: Path) -> str:
 def format_mismatch(path: Path, name: str) -> str | None:
     """A one-line warning when `path` looks like another format than the chosen `name`, else None.
 
-    Warns only when `name`'s sniff rejects the path (for a folder: the folder and every sniffed
-    data file) and detection finds exactly one other format. A failed sniff alone is no evidence:
-    some formats (`generic`) never sniff true, and an unrecognised file may still be right.
+    Warns when `name`'s sniff rejects the path (for a folder: the folder and every sniffed data
+    file) and detection finds exactly one other format; for a file no format claims, it gives a
+    weaker hint (a sniff reads only the first lines, so the file may still be right).
     `generic` never warns: it is chosen to map a file's columns by hand, whatever it looks like.
     Reads only file heads, like `detect_format`. An unknown `name` raises InputError.
     """
@@ -115,7 +115,15 @@ def format_mismatch(path: Path, name: str) -> str | None:
         return None
     if len(matches) == 1:
         return f"{path} looks like {matches[0]}, not {name}; check --format"
-    if matches or not path.is_dir():
+    if not path.is_dir():
+        # No format claims the file: a weaker hint, since a sniff only reads the first lines.
+        return (
+            None
+            if matches
+            else f"{path} does not look like {name} at its start; check --format if the result "
+            "is wrong"
+        )
+    if matches:
         return None
     sniffed = _sniff_folder(path, adapters)
     by_format = _files_by_format(sniffed)

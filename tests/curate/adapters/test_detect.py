@@ -183,9 +183,16 @@ def test_no_mismatch_when_the_chosen_format_fits(shared_data: Path) -> None:
     assert format_mismatch(shared_data / CC3M, "cc3m") is None
 
 
-def test_no_mismatch_when_nothing_else_is_detected(shared_data: Path) -> None:
-    # No format claims the Kinetics labels: webvid's failed sniff alone is no evidence.
-    assert format_mismatch(shared_data / KINETICS_LABELS, "webvid") is None
+def test_a_weaker_hint_when_nothing_else_is_detected(shared_data: Path) -> None:
+    # No format claims an MS MARCO queries file (qid<TAB>query): forcing msmarco on it would
+    # read the ids as queries.
+    queries = shared_data / "annotations/msmarco_splade_toy/dev_queries_raw.tsv"
+    warning = format_mismatch(queries, "msmarco")
+    assert warning is not None and "does not look like msmarco at its start" in warning
+    assert (
+        format_mismatch(shared_data / "annotations/msmarco_splade_toy/triplets_raw.tsv", "msmarco")
+        is None
+    )
 
 
 def test_generic_is_never_a_mismatch(shared_data: Path) -> None:
