@@ -30,10 +30,12 @@ among the files this adapter family owns.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import json
 import math
+import re
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -234,6 +236,97 @@ def input_files(input_path: Path, suffixes: Sequence[str]) -> list[Path]:
             )
         return found
     raise InputError(f"{input_path}: no such file or folder")
+
+
+#: Characters read at a time by `iter_json_list`; an element longer than this grows the buffer.
+JSON_CHUNK_CHARS = 1 << 20
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def iter_json_list(path: Path, *, expected: str) -> Iterator[Any]:
+    """The elements of a file holding one JSON list, decoded one at a time.
+
+    Memory is bounded by the longest element, not the file: LLaVA-665k or a UNITE training
+    list is a gigabyte of JSON, which `json.loads` would turn into several gigabytes of Python
+    objects at once. Bytes that are not UTF-8 become U+FFFD (ingest flags them per record), as
+    in `load_json`. A file that is not a list raises InputError("{path}: expected {expected};
+    found a JSON <kind>"); a syntax error raises the same error as `load_json`, with its line
+    and column.
+    """
+    decoder = json.JSONDecoder()
+    text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with path.open("rb") as handle:
+        buffer = ""
+        lines_before = 0  # line breaks in the text already dropped from the buffer
+        at_end = False
+
+        def more() -> bool:
+            nonlocal buffer, at_end
+            if at_end:
+                return False
+            # At least as much as is held: a long element is reached in a few reads.
+            chunk = handle.read(max(JSON_CHUNK_CHARS, len(buffer)))
+            at_end = not chunk
+            buffer += text_decoder.decode(chunk, final=at_end)
+            return True
+
+        def invalid(error: json.JSONDecodeError | None, position: int, message: str) -> InputError:
+            line = lines_before + buffer.count("\n", 0, position) + 1
+            column = position - buffer.rfind("\n", 0, position)
+            detail = error.msg if error else message
+            return InputError(
+                f"{path}: not valid JSON ({detail} at line {line}, column {column}); the whole "
+                "file is one JSON document, so fix or re-export it"
+            )
+
+        def skip_space(position: int) -> int:
+            while True:
+                position = _JSON_SPACE.match(buffer, position).end()  # type: ignore[union-attr]
+                if position < len(buffer) or not more():
+                    return position
+
+        more()
+        if buffer.startswith("\ufeff"):
+            buffer = buffer[1:]
+        position = skip_space(0)
+        if buffer[position : position + 1] != "[":
+            if position >= len(buffer):
+                raise invalid(None, position, "the file is empty")
+            kind = {"{": "object", '"': "string"}.get(buffer[position], "value")
+            raise InputError(f"{path}: expected {expected}; found a JSON {kind}")
+        position = skip_space(position + 1)
+        if buffer[position : position + 1] == "]":
+            position += 1
+        else:
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buffer, position)
+                except json.JSONDecodeError as error:
+                    # Cut by the buffer's end (an open string, or an error at the very end):
+                    # read on. An error well inside the buffer is in the file itself.
+                    cut = error.msg.startswith("Unterminated") or error.pos >= len(buffer) - 64
+                    if cut and more():
+                        continue
+                    raise invalid(error, error.pos, "") from None
+                # A number cut by the buffer's end ("1.5e" of "1.5e-7") decodes as a shorter one:
+                # near the end, read on and decode again.
+                if end >= len(buffer) - 64 and more():
+                    continue
+                yield value
+                position = skip_space(end)
+                separator = buffer[position : position + 1]
+                if separator == "]":
+                    position += 1
+                    break
+                if separator != ",":
+                    raise invalid(None, position, "expected ',' or ']' after an element")
+                position = skip_space(position + 1)
+                if position > JSON_CHUNK_CHARS:  # drop what was decoded; keep the buffer small
+                    lines_before += buffer.count("\n", 0, position)
+                    buffer, position = buffer[position:], 0
+        position = skip_space(position)
+        if position < len(buffer):
+            raise invalid(None, position, "extra data after the list")
 
 
 def load_json(path: Path) -> Any:
@@ -931,6 +1024,7 @@ __all__ = [
     "input_files",
     "iter_draft_tables",
     "iter_frames",
+    "iter_json_list",
     "load_json",
     "option_choice",
     "parquet_columns",

@@ -37,10 +37,9 @@ from curate.adapters.generic import (
     check_options,
     first_json_item,
     input_files,
-    load_json,
+    iter_json_list,
     option_choice,
 )
-from curate.errors import InputError
 
 TASK = "instruction"
 IMAGE_TOKEN = "<image>"
@@ -351,16 +350,15 @@ class LlavaAdapter(Adapter):
         first_only = option_choice(ctx.options, "turns", ("all", "first"), "all") == "first"
         prefix = ctx.options.get("media_strip_prefix", "")
         for path in input_files(ctx.input_path, (".json",)):
-            document = load_json(path)
-            if not isinstance(document, list):
-                raise InputError(
-                    f"{path}: expected a JSON list of conversations "
-                    "({id, image, conversations} or {messages, images}); found a JSON "
-                    f"{type(document).__name__}"
-                )
+            # Streamed: LLaVA-665k and ShareGPT4V lists are a gigabyte or more of JSON.
+            records = iter_json_list(
+                path,
+                expected="a JSON list of conversations ({id, image, conversations} or "
+                "{messages, images})",
+            )
             rows = (
                 row
-                for index, record in enumerate(document)
+                for index, record in enumerate(records)
                 for row in self._record(path, index, record, prefix, first_only)
             )
             yield from batched_drafts(rows, batch_rows=ctx.batch_rows)

@@ -35,9 +35,9 @@ from curate.adapters.generic import (
     first_json_item,
     infer_task,
     input_files,
-    load_json,
+    iter_json_list,
 )
-from curate.errors import ConfigError, InputError
+from curate.errors import ConfigError
 from curate.schema import TASK_KINDS, modality_of
 
 PLACEHOLDERS = re.compile(r"<\|IMAGE\|>|<\|VIDEO\|>")
@@ -116,13 +116,9 @@ class UniteAdapter(Adapter):
                 f"option task={task!r} is invalid; choose one of: {', '.join(TASK_KINDS)}"
             )
         for path in input_files(ctx.input_path, (".json",)):
-            document = load_json(path)
-            if not isinstance(document, list):
-                raise InputError(
-                    f"{path}: expected a UNITE JSON list of {{query, candidate, ...}}; found a JSON "
-                    f"{type(document).__name__}"
-                )
-            rows = (_draft(path, i, record, task) for i, record in enumerate(document))
+            # Streamed: training lists run to hundreds of MB of JSON.
+            records = iter_json_list(path, expected="a UNITE JSON list of {query, candidate, ...}")
+            rows = (_draft(path, i, record, task) for i, record in enumerate(records))
             yield from batched_drafts(rows, batch_rows=ctx.batch_rows)
 
 

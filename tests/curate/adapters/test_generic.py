@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -464,3 +465,66 @@ def test_unknown_option_of_a_format_without_options() -> None:
     assert str(error.value) == (
         "format 'demo' does not understand options 'colour', 'size'; it takes no --option"
     )
+
+
+# --- iter_json_list: one element at a time -----------------------------------------------------
+
+
+def test_iter_json_list_equals_json_loads_whatever_the_buffer_cuts(tmp_path, monkeypatch):
+    import random
+
+    from curate.adapters import generic
+
+    monkeypatch.setattr(generic, "JSON_CHUNK_CHARS", 64)  # every element crosses buffer ends
+    rng = random.Random(0)
+    path = tmp_path / "list.json"
+    for trial in range(200):
+        document = [
+            {"id": i, "text": "é" * rng.randint(0, 150) + '"q"', "x": rng.random() * 10**i}
+            for i in range(rng.randint(0, 20))
+        ] + [12345678901234567890, -1.5e-7, "s", None, True, [[]], {}]
+        rng.shuffle(document)
+        text = json.dumps(document, indent=rng.choice([None, 2]), ensure_ascii=trial % 2 == 0)
+        path.write_bytes(("\ufeff" * (trial % 5 == 0) + text).encode())
+        assert list(generic.iter_json_list(path, expected="a list")) == document
+
+
+def test_iter_json_list_errors_name_line_and_column(tmp_path, monkeypatch):
+    from curate.adapters import generic
+
+    monkeypatch.setattr(generic, "JSON_CHUNK_CHARS", 64)
+    path = tmp_path / "bad.json"
+    lines = ["[", *(json.dumps({"i": i}) + "," for i in range(100)), '{"i" 1}', "]"]
+    path.write_text("\n".join(lines))  # the bad element sits far past the first buffers
+    with pytest.raises(
+        InputError, match=r"not valid JSON \(Expecting ':' delimiter at line 102, column 6\)"
+    ):
+        list(generic.iter_json_list(path, expected="a list"))
+    for text, message in [
+        ('{"a": 1}', "expected a list; found a JSON object"),
+        ("", "the file is empty"),
+        ("[1, 2", "expected ',' or ']'"),
+        ("[1]\nx", "extra data after the list at line 2, column 1"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=re.escape(message)):
+            list(generic.iter_json_list(path, expected="a list"))
+    path.write_bytes(b'[{"t": "a\xff b"}]')  # not UTF-8: replaced, flagged later per record
+    assert list(generic.iter_json_list(path, expected="a list")) == [{"t": "a\ufffd b"}]
+
+
+def test_iter_json_list_holds_one_element_at_a_time(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from curate.adapters import generic
+
+    monkeypatch.setattr(generic, "JSON_CHUNK_CHARS", 1 << 16)
+    path = tmp_path / "big.json"
+    record = {"conversations": [{"from": "human", "value": "<image>\nwhat is " + "x" * 300}]}
+    path.write_text(json.dumps([record] * 20_000))  # 7 MB of JSON
+    tracemalloc.start()
+    count = sum(1 for _ in generic.iter_json_list(path, expected="a list"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 20_000
+    assert peak < 2_000_000, peak  # json.loads would hold all 20k records (tens of MB)
