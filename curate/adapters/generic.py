@@ -690,18 +690,15 @@ class GenericAdapter(Adapter):
     def _json_records(
         path: Path, mapping: Mapping[str, str]
     ) -> Iterator[tuple[int, dict[str, Any] | None, str, str | None]]:
-        document = load_json(path)
-        if not isinstance(document, list):
-            raise InputError(
-                f"{path}: format 'generic' reads JSON Lines or a JSON list of objects; this file "
-                f"is a JSON {type(document).__name__}"
-            )
+        # Two streamed passes (bounded memory): the keys of every object first, so that a
+        # mapped column no object has fails before any record is read.
+        expected = "JSON Lines or a JSON list of objects (format 'generic')"
         keys: dict[str, None] = {}
-        for record in document:
+        for record in iter_json_list(path, expected=expected):
             if isinstance(record, dict):
                 keys.update(dict.fromkeys(record))
         require_columns(path, keys, _mapped_columns(mapping))
-        for index, record in enumerate(document):
+        for index, record in enumerate(iter_json_list(path, expected=expected)):
             if isinstance(record, dict):
                 yield index, record, raw_json(record), None
             else:
