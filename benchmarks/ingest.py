@@ -4,6 +4,9 @@ Generates a CC3M-style headerless TSV (caption<TAB>url) and, in one run, times:
   * baseline: DuckDB `COPY (SELECT * FROM read_csv(...)) TO 'x.parquet'` of the file;
   * adapter:  the cc3m adapter alone (reading drafts, nothing else), for the floor it sets;
   * curate:   `ingest(FILE, format="cc3m")` (the library call, in a fresh process);
+  * same manifest: one hand-written DuckDB COPY producing the manifest's columns for this file
+              (md5 ids, types, media struct; without text repair, dedup or ledger): the cost of
+              this output in DuckDB, for comparison;
   * floors:   two steps every ingest of this file must do, timed alone on data prepared before
               the clock starts: md5 ids of the 1M id keys (DuckDB), and writing the finished
               manifest rows (read back from the curate run) with curate's Parquet settings;
@@ -86,6 +89,43 @@ def duckdb_copy(tsv: Path, out: Path) -> dict:
     )
 
 
+#: The manifest's columns for a CC3M line, in DuckDB SQL: what a hand-written query producing the
+#: same manifest (same md5 id key, types and media struct; no text repair, dedup or ledger) does.
+_SAME_MANIFEST_SQL = """
+COPY (
+  SELECT md5(concat_ws(chr(31), 'bench', 'caption_retrieval', 'train', 't2i', '', caption, '', '', '',
+             url, '', '', '', '')) AS id,
+    'bench' AS source, 'train' AS split, 'caption_retrieval' AS task, 't2i' AS pair,
+    'text' AS query_modality, 'image' AS target_modality, NULL::VARCHAR AS source_id,
+    NULL::VARCHAR AS instruction, caption AS query_text, NULL::VARCHAR AS target_text,
+    NULL::VARCHAR[] AS negative_texts, NULL::VARCHAR[] AS query_images, [url] AS target_images,
+    NULL::VARCHAR[] AS negative_images, NULL::VARCHAR AS query_video,
+    NULL::DOUBLE AS query_clip_start, NULL::DOUBLE AS query_clip_end,
+    NULL::VARCHAR AS target_video, NULL::DOUBLE AS target_clip_start,
+    NULL::DOUBLE AS target_clip_end,
+    [{'role': 'target', 'kind': 'image', 'path': url, 'remote': true, 'width': NULL::INT,
+      'height': NULL::INT, 'duration': NULL::DOUBLE, 'fps': NULL::DOUBLE,
+      'frame_count': NULL::BIGINT, 'codec': NULL::VARCHAR, 'rotation': NULL::SMALLINT,
+      'bytes': NULL::BIGINT, 'content_hash': NULL::VARCHAR}] AS media,
+    'image' AS media_kind, true AS media_remote, NULL::INT AS width, NULL::INT AS height,
+    NULL::DOUBLE AS duration, NULL::DOUBLE AS fps, NULL::BIGINT AS frame_count,
+    NULL::VARCHAR AS codec, NULL::SMALLINT AS rotation, NULL::BIGINT AS media_bytes,
+    NULL::VARCHAR AS media_hash, length(caption)::INT AS query_chars,
+    (length(caption) - length(replace(caption, ' ', '')) + 1)::INT AS query_words,
+    NULL::INT AS target_chars, NULL::INT AS target_words, false AS text_repaired,
+    'TSV' AS input_file, record_index, 'cc3m' AS adapter, '1' AS adapter_version
+  FROM (SELECT row_number() OVER () - 1 AS record_index, caption, url
+        FROM read_csv('TSV', delim='\t', header=false, quote='', escape='',
+                      columns={'caption': 'VARCHAR', 'url': 'VARCHAR'}))
+) TO 'OUT' (FORMAT parquet, COMPRESSION zstd)
+"""
+
+
+def duckdb_same_manifest(tsv: Path, out: Path) -> dict:
+    sql = _SAME_MANIFEST_SQL.replace("TSV", str(tsv)).replace("OUT", str(out))
+    return run_child("import duckdb", f"duckdb.sql({sql!r})")
+
+
 def adapter_only(tsv: Path) -> dict:
     return run_child(
         "from pathlib import Path\nfrom curate.adapters import AdapterContext, get_adapter",
@@ -159,16 +199,17 @@ def main() -> None:
         tsv = tmpdir / "cc3m.tsv"
         make_tsv(tsv, args.rows)
         size_mb = tsv.stat().st_size / 1e6
-        copies, adapters, ingests, writes, hashes = [], [], [], [], []
+        copies, adapters, ingests, writes, hashes, sames = [], [], [], [], [], []
         for i in range(args.repeat):  # interleaved, so that a burst of load hits all of them
             copies.append(duckdb_copy(tsv, tmpdir / f"copy{i}.parquet"))
+            sames.append(duckdb_same_manifest(tsv, tmpdir / f"same{i}.parquet"))
             adapters.append(adapter_only(tsv))
             ingests.append(curate_ingest(tsv, tmpdir / f"ws{i}"))
             writes.append(write_floor(tmpdir / f"ws{i}"))
             hashes.append(hash_floor(tmpdir / f"ws{i}"))
-        base, adapter, ours, write, hashing = (
+        base, adapter, ours, write, hashing, same = (
             min(runs, key=lambda r: r["seconds"])
-            for runs in (copies, adapters, ingests, writes, hashes)
+            for runs in (copies, adapters, ingests, writes, hashes, sames)
         )
         print(f"input: {args.rows:,} rows, {size_mb:.0f} MB; best of {args.repeat} runs each")
         print(_line("duckdb COPY read_csv -> parquet:", base))
@@ -177,6 +218,10 @@ def main() -> None:
         print(f"ratio curate / duckdb: {ours['seconds'] / base['seconds']:.2f}x wall, "
               f"{ours['cpu_seconds'] / base['cpu_seconds']:.2f}x CPU (target <= 1.5x); "
               f"adapter alone: {adapter['seconds'] / base['seconds']:.2f}x wall")  # fmt: skip
+        print(
+            _line("duckdb query, same manifest:", same)
+            + f"  curate / it: {ours['seconds'] / same['seconds']:.2f}x"
+        )
         for label, step in (("md5 ids alone", hashing), ("manifest write alone", write)):
             print(
                 f"floor: {label + ':':27s} {step['seconds']:6.2f} s  (CPU {step['cpu_seconds']:5.2f} s)"
