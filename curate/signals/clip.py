@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -166,6 +167,9 @@ class ClipModel:
         # Random weights come from the seed, without touching the caller's random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
+            # open_clip logs a failed download at ERROR on the root logger before it raises;
+            # the one-line error below says it all.
+            logging.disable(logging.ERROR)
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     options.model, pretrained=pretrained, device=self.device
@@ -178,12 +182,20 @@ class ClipModel:
                 EOFError,
                 pickle.PickleError,
             ) as error:
+                if "download" in str(error).lower():
+                    why = (
+                        f"the weights of tag {options.pretrained!r} are not in the local cache "
+                        "and the hub cannot be reached"
+                    )
+                else:
+                    why = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                 raise ConfigError(
                     f"could not load open_clip model {options.model!r} with pretrained "
-                    f"{options.pretrained!r}: {type(error).__name__}: {error}. Pass a checkpoint "
-                    "file saved for this model (a state dict) or a pretrained tag whose weights "
-                    "are in the local cache (the hub may be unreachable)"
+                    f"{options.pretrained!r}: {why}; pass a checkpoint file saved for this "
+                    "model (a state dict), or a tag whose weights are cached"
                 ) from None
+            finally:
+                logging.disable(logging.NOTSET)
         model.eval()
         self.model = model
         self.preprocess = preprocess

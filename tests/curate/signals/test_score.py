@@ -305,3 +305,18 @@ def test_clip_device_that_is_not_a_device_name_is_a_config_error(device):
 
     with pytest.raises(ConfigError, match="is not a device name"):
         clip_module.resolve_device(device)
+
+
+def test_uncached_pretrained_weights_give_one_short_line(caplog) -> None:
+    import logging
+
+    from curate.errors import ConfigError
+    from curate.signals.clip import ClipModel
+
+    # conftest sets HF_HUB_OFFLINE=1 and an empty cache: the tag cannot be downloaded.
+    with caplog.at_level(logging.INFO), pytest.raises(ConfigError) as error:
+        ClipModel(ClipOptions(model="ViT-B-32", pretrained="openai", device="cpu"))
+    message = str(error.value)
+    assert "the weights of tag 'openai' are not in the local cache" in message
+    assert "\n" not in message and len(message) < 300
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no stray log line
