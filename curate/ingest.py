@@ -914,13 +914,26 @@ def _resolve(written: str, run: _Run) -> tuple[Path | None, str, tuple[str, str]
             return resolved, prefix + resolved.relative_to(root).as_posix(), None
     if run.options.allow_outside_media_root:
         return resolved, resolved.as_posix(), None
+    if Path(written).expanduser().is_absolute():
+        # Typical of an export or a list written by another tool: every path is absolute.
+        fix = (
+            "the path is absolute: pass a --media-root that contains the files (a common "
+            "parent), or --allow-outside"
+        )
+    elif ".." in Path(written).parts:
+        fix = (
+            "fix the path, pass a --media-root that contains it, strip a leading folder "
+            "(the generic and openai-jsonl formats take --option media_strip_prefix=...), or "
+            "--allow-outside"
+        )
+    else:
+        fix = "a symlink points out of it: pass a --media-root that contains its target, or --allow-outside"
     return (
         None,
         written,
         (
             "path_escape",
-            f"{written!r} resolves to {resolved}, outside the media root {run.media_root}; "
-            "fix the path, pass the right --media-root, or --allow-outside",
+            f"{written!r} resolves to {resolved}, outside the media root {run.media_root}; {fix}",
         ),
     )
 

@@ -112,7 +112,9 @@ def test_every_record_becomes_a_row_or_a_ledger_entry_with_its_reason(
     ledger = {r["record_index"]: r for r in result.manifest.read_ledger().to_pylist()}
     assert ledger[5]["reason"] == "duplicate_id" and rows[0]["id"] in ledger[5]["message"]
     assert ledger[7]["raw"] == "{not json"
-    assert "outside the media root" in ledger[4]["message"]
+    assert "outside the media root" in ledger[3]["message"]
+    assert "media_strip_prefix" in ledger[3]["message"]  # '../outside.jpg'
+    assert "a symlink points out of it" in ledger[4]["message"]  # 'link.jpg'
     assert pq.read_schema(result.manifest.row_files[0]).equals(
         MANIFEST_SCHEMA, check_metadata=False
     )
@@ -278,3 +280,19 @@ def test_replace_keeps_signal_sidecars(tmp_path: Path, media: Path, workspace):
     write_drafts(source, [{"task": "text_retrieval", "query_text": "q2", "target_text": "p"}])
     replaced = ingest(source, options(media_root=media, replace=True), workspace)
     assert (replaced.manifest.signals_dir / "text.parquet").read_bytes() == b"sidecar"
+
+
+def test_an_absolute_path_outside_the_root_says_how_to_fix_it(
+    tmp_path: Path, media: Path, workspace
+):
+    outside = tmp_path / "elsewhere" / "cat.jpg"  # e.g. a list written by an export
+    outside.parent.mkdir()
+    shutil.copy(media / "cat.jpg", outside)
+    source = write_drafts(
+        tmp_path / "d.jsonl",
+        [{"task": "caption_retrieval", "query_text": "a cat", "target_images": [str(outside)]}],
+    )
+    result = ingest(source, options(media_root=media, probe=False), workspace)
+    (entry,) = result.manifest.read_ledger().to_pylist()
+    assert entry["reason"] == "path_escape"
+    assert "the path is absolute: pass a --media-root that contains the files" in entry["message"]
