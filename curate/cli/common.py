@@ -37,4 +37,8 @@ class Table(_RichTable):
 
     def add_column(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("overflow", "fold")
+        header = args[0] if args else kwargs.get("header", "")
+        if isinstance(header, str) and header:
+            # Headers are single words or short phrases: never fold them mid-word.
+            kwargs.setdefault("min_width", max(len(word) for word in header.split()))
         super().add_column(*args, **kwargs)

@@ -197,6 +197,9 @@ class SignalOutcome:
     computed: int  # rows computed in this run
     reused: int  # rows already present (same parameters)
     failed: int  # rows computed in this run whose media could not be read
+    #: Wall seconds from the start of the scoring pass to this signal's end. Signals of one run
+    #: share one pass over the rows (media are decoded once for phash and CLIP alike), so this is
+    #: not the time of this signal alone.
     seconds: float
     errors: tuple[str, ...] = ()  # a few of the failures, for the person at the terminal
     summary: Mapping[str, Any] = field(default_factory=dict)
