@@ -71,7 +71,9 @@ _register_all()
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode a command's `typer.Exit(code)` comes back as the return
+        # value instead of exiting, so it is passed on here.
+        code = app(standalone_mode=False)
     except CurateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
@@ -94,6 +96,8 @@ def main() -> None:
             sys.exit(0)
         typer.echo(f"error: {message}{_help_hint(error)}", err=True)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 def _help_hint(error: Exception) -> str:

@@ -203,3 +203,13 @@ def test_clips_that_become_the_same_clip_are_duplicates(tmp_path, shared_data) -
     assert result.exit_code == 0, result.output
     assert "2 read, 1 accepted, 1 rejected" in result.output
     assert "duplicate_id 1" in result.output
+
+
+def test_main_passes_on_an_exit_code_a_command_returns(monkeypatch) -> None:
+    import curate.cli as cli
+
+    # Without standalone mode, typer returns a command's `typer.Exit(code)` instead of exiting.
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: 3)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 3
