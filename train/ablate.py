@@ -18,6 +18,8 @@ the stage it targets. Without `losses`, a cell keeps the config's own loss of th
 A cell whose file exists is skipped; an interrupted cell resumes (the trainer restarts from its last
 checkpoint, the evaluation reuses cached embeddings); a failed cell is logged in
 `results/ablations/<ablation>/log.jsonl` with its error and the grid goes on; a rerun retries it.
+`status.json` there and `AblationResult.to_dict()` list the failed cells with their reasons under
+`failed`. The mixtures and the suite's manifests are checked before any cell trains.
 
 **Launchers.** `local` trains in this process; `torchrun` runs
 `python -m torch.distributed.run --standalone --nproc_per_node N -m curate.cli train ...` per cell
@@ -53,7 +55,7 @@ from train.config import TrainConfig, load_train_config
 from train.data import MixtureRef, open_mixture, stage_tables
 from train.evaluate import EmbedderLoader, EvalResults, evaluate_run
 from train.losses import LOSSES
-from train.suites import Suite, load_suite
+from train.suites import Suite, check_manifests, load_suite
 
 if TYPE_CHECKING:
     import duckdb
@@ -170,13 +172,30 @@ def run_id_of(mixture: MixtureRef, config: TrainConfig, seed: int, loss: str) ->
     return check_name(f"{mixture.name[:48]}-{loss}-s{seed}-{digest}", what="run id")
 
 
+def open_mixtures(refs: Sequence[str], workspace: Workspace) -> list[MixtureRef]:
+    """Every mixture of the grid, or one NotFoundError naming each one that cannot be found."""
+    opened: list[MixtureRef] = []
+    missing: list[str] = []
+    for ref in refs:
+        try:
+            opened.append(open_mixture(ref, workspace))
+        except NotFoundError as error:
+            missing.append(str(error))
+    if len(missing) == 1:
+        raise NotFoundError(missing[0])
+    if missing:
+        raise NotFoundError(
+            f"{len(missing)} of the mixtures cannot be found: " + "; ".join(missing)
+        )
+    return opened
+
+
 def expand_grid(spec: AblationSpec, workspace: Workspace) -> list[Cell]:
     """Every cell of the grid, in mixture, loss, seed order (resolving errors raise at once)."""
     base = load_train_config(spec.config, dict(spec.overrides))
     seeds = spec.seeds or (base.seed,)
     cells: dict[str, Cell] = {}
-    for ref in spec.mixtures:
-        mixture = open_mixture(ref, workspace)
+    for mixture in open_mixtures(spec.mixtures, workspace):
         trained = [i for i, t in enumerate(stage_tables(base, mixture)) if t is not None]
         loss_stage = trained[-1]
         pair_shares, source_shares = mixture_shares(mixture)
@@ -320,6 +339,17 @@ class CellStatus:
                 "seconds": round(self.seconds, 3), "metrics": self.metrics}  # fmt: skip
 
 
+def failures(statuses: Sequence[CellStatus]) -> list[dict[str, Any]]:
+    """The failed cells as plain data: which cell, its run folder and the full reason."""
+    return [
+        {"run_id": s.cell.run_id, "cell": s.cell.label, "mixture": s.cell.mixture.name,
+         "loss": s.cell.loss, "seed": s.cell.seed, "run_dir": str(s.cell.run_dir),
+         "error": s.error}
+        for s in statuses
+        if s.state == "failed"
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class GridProgress:
     """Counts of the grid after an event, for progress displays."""
@@ -368,6 +398,7 @@ class _Journal:
             "launcher": self.spec.launcher,
             "updated": _now(),
             "cells": [s.to_dict() for s in self.statuses],
+            "failed": failures(self.statuses),
         }
         tmp = self.folder / f".status.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -501,6 +532,7 @@ class AblationResult:
     cells: tuple[CellStatus, ...]
     store: Path
     seconds: float
+    log: Path | None = None  # results/ablations/<name>/log.jsonl: events, failures' tracebacks
 
     @property
     def failed(self) -> list[CellStatus]:
@@ -518,8 +550,10 @@ class AblationResult:
             "suite": self.suite.name,
             "store": str(self.store),
             "seconds": round(self.seconds, 3),
+            "log": None if self.log is None else str(self.log),
             "counts": self.counts(),
             "cells": [s.to_dict() for s in self.cells],
+            "failed": failures(self.cells),
         }
 
 
@@ -549,8 +583,19 @@ def run_ablation(
     """
     begin = time.perf_counter()
     suite = load_suite(spec.suite)
-    cells = expand_grid(spec, workspace)
+    try:
+        cells = expand_grid(spec, workspace)
+    except NotFoundError as missing_mixture:
+        try:  # name the missing manifests too, rather than one problem per attempt
+            check_manifests(suite, workspace)
+        except NotFoundError as missing_manifest:
+            raise NotFoundError(f"{missing_mixture}; also, {missing_manifest}") from None
+        raise
     ablation = spec.ablation
+    # Every cell to run would train and then fail at evaluation without the suite's manifests:
+    # say so before any training (a grid whose cells are all in the store needs none of them).
+    if any(not cell_file(workspace, ablation, c.run_id, suite.name).is_file() for c in cells):
+        check_manifests(suite, workspace)
     statuses = [CellStatus(cell) for cell in cells]
     journal = _Journal(workspace, spec, statuses)
     journal.write_status()
@@ -622,6 +667,7 @@ def run_ablation(
         cells=tuple(statuses),
         store=store_path(workspace),
         seconds=time.perf_counter() - begin,
+        log=journal.folder / "log.jsonl",
     )
 
 
@@ -705,7 +751,12 @@ def summary_rows(
         for task, metric in picks:
             value = status.metrics.get(task, {}).get(metric)
             values.append("-" if value is None else f"{value:.3f}")
-        state = f"failed: {status.error[:80]}" if status.state == "failed" else status.state
         cell = status.cell
-        rows.append([cell.mixture.name, cell.loss, str(cell.seed), state, *values])
+        # A failure's reason is too long for a column: failure_lines gives it in full.
+        rows.append([cell.mixture.name, cell.loss, str(cell.seed), status.state, *values])
     return header, rows
+
+
+def failure_lines(result: AblationResult) -> list[str]:
+    """One line per failed cell with its full reason, to print below the summary table."""
+    return [f"failed: {s.cell.label} (run {s.cell.run_id}): {s.error}" for s in result.failed]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
@@ -186,7 +187,8 @@ def load_train_config(
     """Load `train/configs/<name>.toml` (or a TOML path) and apply dotted-key overrides.
 
     Overrides address nested fields and stages by index: {"stages.1.loss": "infonce",
-    "media.max_frames": 8, "seed": 2}.
+    "media.max_frames": 8, "seed": 2}. Each is checked against the config's fields before it is
+    applied, so a bad key or value is blamed on the override (`--set KEY=VALUE`), not on the file.
     """
     path = Path(name_or_path)
     if path.suffix != ".toml":
@@ -204,6 +206,8 @@ def load_train_config(
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
     data.setdefault("name", path.stem)
+    for key, value in (overrides or {}).items():
+        check_override(data, key, value)
     data = apply_overrides(data, overrides or {})
     return TrainConfig.from_dict(data, where=str(path))
 
@@ -235,10 +239,70 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def check_override(data: Mapping[str, Any], key: str, value: Any) -> None:
+    """Raise a ConfigError naming the override when `key` is no field of a TrainConfig built from
+    `data` (stage indexes are checked against `data`'s stages) or `value` does not fit the field.
+
+    >>> check_override({"stages": [{}]}, "stages.0.max_stepz", 1)
+    Traceback (most recent call last):
+    ...
+    curate.errors.ConfigError: --set stages.0.max_stepz=1: stages[0] has no key 'max_stepz' (did you mean 'max_steps'?); valid keys: name, data, loss, ...
+    """
+    shown = f"--set {key}={_value_text(value)}"
+    hint: Any = TrainConfig
+    node: Any = data
+    where = ""
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if dataclasses.is_dataclass(hint):
+            names = [f.name for f in fields(hint)]
+            if part not in names:
+                close = difflib.get_close_matches(part, names, n=1)
+                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"{shown}: {where or 'the config'} has no key {part!r}{guess}; "
+                    f"valid keys: {', '.join(names)}"
+                )
+            hint = get_type_hints(hint)[part]
+            node = node.get(part) if isinstance(node, Mapping) else None
+            where = f"{where}.{part}" if where else part
+        elif get_origin(hint) is tuple:
+            if not isinstance(node, list) or not node:
+                raise ConfigError(
+                    f"{shown}: {where} has no items to address by index; set the whole list, "
+                    f"e.g. --set {'.'.join(parts[:i])}=[...]"
+                )
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"{shown}: {where} has {len(node)} items; {part!r} is not an index from 0 "
+                    f"to {len(node) - 1}"
+                )
+            hint = get_args(hint)[0]
+            node = node[int(part)]
+            where = f"{where}[{part}]"
+        else:
+            raise ConfigError(
+                f"{shown}: {where} is a single value, not a table; set it as --set {where}=VALUE"
+            )
+    _convert(hint, value, f"{shown}: {where}")
+
+
+def _value_text(value: Any) -> str:
+    """An override's value as it would be typed after `--set KEY=`."""
+    if isinstance(value, str):
+        return value
+    try:
+        return _toml_value(value)
+    except TypeError:
+        return repr(value)
+
+
+def parse_override(text: str, *, option: str = "--set") -> tuple[str, Any]:
     """'stages.0.lr=1e-3' -> ('stages.0.lr', 0.001); values are TOML, else plain strings."""
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value, found {text!r} (e.g. --set stages.0.lr=1e-3)")
+        raise ConfigError(
+            f"{option} expects key=value, found {text!r} (e.g. {option} stages.0.lr=1e-3)"
+        )
     key, raw = (part.strip() for part in text.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]

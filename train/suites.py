@@ -43,7 +43,7 @@ from typing import Any, Final, Literal, get_args
 
 from curate.errors import ConfigError, NotFoundError
 from curate.schema import MODALITY_CODES
-from curate.workspace import check_name
+from curate.workspace import Workspace, check_name
 from train.metrics import TIES, check_metrics
 
 SUITE_DIR: Final = Path(__file__).resolve().parent / "suites"
@@ -216,6 +216,48 @@ def load_suite(name_or_path: str | Path) -> Suite:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"suite {path} is not valid TOML: {error}") from None
     return suite_from_dict(data, default_name=path.stem, path=str(path.resolve()))
+
+
+def missing_manifests(suite: Suite, workspace: Workspace) -> dict[str, list[str]]:
+    """The manifests the suite's tasks read that `workspace` lacks, each with its tasks."""
+    from curate.manifest import list_manifests
+
+    present = {m.name for m in list_manifests(workspace)}
+    missing: dict[str, list[str]] = {}
+    for task in suite.tasks:
+        if task.manifest not in present:
+            missing.setdefault(task.manifest, []).append(task.name)
+    return missing
+
+
+def check_manifests(suite: Suite, workspace: Workspace) -> None:
+    """Raise one NotFoundError naming every manifest of the suite missing from the workspace.
+
+    Evaluation needs them only after training, so callers check first rather than learn it from
+    every trained cell.
+    """
+    missing = missing_manifests(suite, workspace)
+    if not missing:
+        return
+    from curate.manifest import list_manifests
+
+    which = ", ".join(f"{name} (tasks {', '.join(tasks)})" for name, tasks in missing.items())
+    known = [m.name for m in list_manifests(workspace)]
+    shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    demo = [name.startswith("demo-") for name in missing]  # `curate demo` ingests these
+    if all(demo):
+        how = "create them with `curate demo --until ingest`"
+    elif any(demo):
+        how = (
+            "create the demo-* ones with `curate demo --until ingest` and the others with "
+            "`curate ingest PATH --name NAME`"
+        )
+    else:
+        how = "create them with `curate ingest PATH --name NAME`"
+    raise NotFoundError(
+        f"suite {suite.name!r} evaluates on manifests that are not in {workspace.manifests}: "
+        f"{which} (present: {shown or 'none'}); {how}, or choose another suite (--suite)"
+    )
 
 
 def suite_from_dict(data: dict[str, Any], *, default_name: str, path: str = "") -> Suite:

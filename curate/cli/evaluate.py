@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
 
 EVAL_EPILOG = """
 Examples:
@@ -41,7 +41,9 @@ Examples:
 (stage 2 of the two-stage configs, or the stage a single-stage mixture
 trains). Rerunning the same command skips finished cells, resumes
 interrupted ones and retries failed ones. Results go to results/cells/ and
-results/results.parquet (one row per cell, task and metric).
+results/results.parquet (one row per cell, task and metric). A failed cell
+does not stop the grid, but the command then exits with code 1; --json lists
+the failed cells and their reasons under "failed".
 """
 
 
@@ -146,7 +148,7 @@ def ablate_command(
     """Train and evaluate every (mixture, loss, seed) cell and append to the results store."""
     from rich.console import Console
 
-    from train.ablate import AblationSpec, run_ablation, summary_rows
+    from train.ablate import AblationSpec, failure_lines, run_ablation, summary_rows
     from train.config import parse_override
 
     ws = workspace_from(workspace)
@@ -158,7 +160,7 @@ def ablate_command(
         ) from None
     slurm_options: dict[str, Any] = {}
     for item in slurm:
-        key, value = parse_override(item)
+        key, value = parse_override(item, option="--slurm")
         slurm_options[key] = value
     spec = AblationSpec(
         mixtures=tuple(_split(mixtures, "--mixtures")),
@@ -216,12 +218,19 @@ def ablate_command(
         counts = result.counts()
         console.print(
             f"{counts['done']} trained, {counts['skipped']} already done, {counts['failed']} failed "
-            f"in {result.seconds:.1f} s · store {result.store} · log "
-            f"{ws.results / 'ablations' / result.ablation / 'log.jsonl'}"
+            f"in {result.seconds:.1f} s · store {result.store} · log {result.log}",
+            markup=False,
         )
+        for line in failure_lines(result):  # in full: the table has no room for them
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result.failed:
-        err.print(f"{len(result.failed)} cell(s) failed; rerun the same command to retry them")
-        raise typer.Exit(code=1)
+        # An error, not typer.Exit: `curate.cli.main` runs Typer outside standalone mode, where
+        # an Exit's code is returned, not used, so the command would exit 0.
+        where = "in the JSON's `failed`" if json_output else "above"
+        raise CurateError(
+            f"{len(result.failed)} of {len(result.cells)} cells failed (reasons {where} and in "
+            f"{result.log}); rerun the same command to retry them"
+        )
 
 
 def register(app: typer.Typer) -> None:

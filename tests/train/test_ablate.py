@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curate.errors import ConfigError
+from curate.errors import ConfigError, NotFoundError
 from curate.schema import RESULTS_SCHEMA
 from curate.workspace import Workspace
 from train.ablate import (
@@ -392,3 +392,157 @@ def test_a_bad_suite_is_one_line_on_stderr(ws, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: suite {suite} is not valid TOML") and err.count("\n") == 1, err
     assert not ws.results.exists() or not any(ws.results.rglob("*.parquet"))
+
+
+@pytest.fixture()
+def ws_without_test_manifests(demo_ws, tmp_path) -> Workspace:
+    """The demo mixtures and training manifests, but not the test manifests the suites read."""
+    fresh = Workspace.resolve(tmp_path / "bare")
+    fresh.manifests.mkdir(parents=True)
+    for folder in ("mixtures", "demo"):
+        (fresh.root / folder).symlink_to(demo_ws.root / folder)
+    for manifest in demo_ws.manifests.iterdir():
+        if not manifest.name.endswith("-test"):
+            (fresh.manifests / manifest.name).symlink_to(manifest)
+    return fresh
+
+
+def _run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
+    """`curate ARGS` through the console entry point, as a shell runs it: (code, out, err)."""
+    from curate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["curate", *args])
+    code = 0  # main() returns normally on success
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_suite_manifests_fail_before_any_training(
+    ws_without_test_manifests, monkeypatch, capsys
+):
+    """The suite's manifests used to be looked up only after each cell had trained."""
+    ws = ws_without_test_manifests
+    train = RecordingTrain()
+    spec = AblationSpec(mixtures=("demo-image", "demo-video"), suite="demo", name="x")
+    with pytest.raises(NotFoundError) as info:
+        run_ablation(spec, ws, train_fn=train, load_fn=fake_load)
+    assert train.calls == []
+    message = str(info.value)
+    assert "demo-images-test (tasks demo_t2i, demo_i2t, demo_i2t_local)" in message
+    assert "demo-videos-test" in message and "curate demo --until ingest" in message
+    # Both missing: one line names both.
+    with pytest.raises(NotFoundError) as info:
+        run_ablation(AblationSpec(mixtures=("img-text",), suite="demo"), ws, train_fn=train)
+    assert str(info.value).startswith("no built mixture named 'img-text'")
+    assert "; also, suite 'demo' evaluates on manifests that are not in" in str(info.value)
+
+    code, _, err = _run_main(monkeypatch, capsys, [
+        "ablate", "--mixtures", "demo-image,demo-video", "--suite", "demo", "--seeds", "1",
+        "--losses", "mamcl", "--set", "stages.0.max_steps=1", "--name", "x",
+        "--workspace", str(ws.root), "--no-progress",
+    ])  # fmt: skip
+    assert code == 1
+    assert err.startswith("error: suite 'demo' evaluates on manifests that are not in ")
+    assert err.count("\n") == 1, err
+    assert not ws.runs.exists() and not ws.results.exists()  # nothing trained, nothing logged
+
+
+def test_missing_mixtures_are_named_together_before_any_training(ws):
+    train = RecordingTrain()
+    spec = AblationSpec(mixtures=("img-text", "demo-image", "img-vid-text"), name="x")
+    with pytest.raises(NotFoundError) as info:
+        run_ablation(spec, ws, train_fn=train, load_fn=fake_load)
+    message = str(info.value)
+    assert message.startswith(
+        "2 of the mixtures cannot be found: no built mixture named 'img-text'"
+    )
+    assert "no built mixture named 'img-vid-text'" in message and "curate mix --recipe" in message
+    assert train.calls == [] and not ws.results.exists()
+
+
+class LongFailureTrain(RecordingTrain):
+    """Fails for chosen mixtures with a reason longer than any table column."""
+
+    REASON = ("the pixel budget of stage retrieval_adaptation leaves no room for a single frame "
+              "of video demo-videos/clip-3.mp4 (keep reading: the end of this reason matters)")  # fmt: skip
+
+    def __call__(self, *, mixture, workspace, config, out_dir, progress):
+        name = json.loads((Path(mixture) / "mixture.json").read_text())["name"]
+        if name in self.fail_for:
+            self.calls.append((name, config.stages[0].loss, config.seed))
+            raise ValueError(self.REASON)
+        return super().__call__(mixture=mixture, workspace=workspace, config=config,
+                                out_dir=out_dir, progress=progress)  # fmt: skip
+
+
+def test_failed_cells_exit_nonzero_with_full_reasons_after_the_others_finish(
+    ws, monkeypatch, capsys
+):
+    """`curate ablate` used to print "2 cell(s) failed", cut the reasons, and exit 0."""
+    import train.ablate
+    import train.embedder
+
+    train_fn = LongFailureTrain(fail_for=("demo-video",))
+    monkeypatch.setattr(train.ablate, "_default_train", lambda: train_fn)
+    monkeypatch.setattr(train.embedder, "load_embedder", fake_load)
+    args = ["ablate", "--mixtures", "demo-image,demo-video,demo-mixed", "--name", "fails",
+            "--workspace", str(ws.root), "--no-progress"]  # fmt: skip
+    code, out, err = _run_main(monkeypatch, capsys, args)
+    assert code == 1
+    assert len(train_fn.calls) == 3  # the failure did not stop the grid
+    assert err == (
+        f"error: 1 of 3 cells failed (reasons above and in "
+        f"{ws.results / 'ablations' / 'fails' / 'log.jsonl'}); rerun the same command to "
+        "retry them\n"
+    )
+    # The table says which cell failed; the reason follows it in full, on one line.
+    lines = out.splitlines()
+    reason = f"ValueError: {LongFailureTrain.REASON}"
+    [line] = [x for x in lines if x.startswith("failed: demo-video")]
+    assert line.endswith(reason) and "(run demo-video-symmetric_infonce-s0-" in line
+    assert "…" not in out
+    assert pq.read_table(store_path(ws)).num_rows == 2 * ROWS_PER_CELL  # the others finished
+
+    # --json: the failures as data, the same exit code and line on stderr.
+    code, out, err = _run_main(monkeypatch, capsys, [*args, "--json"])
+    assert code == 1 and err.startswith("error: 1 of 3 cells failed (reasons in the JSON's")
+    summary = json.loads(out)
+    assert summary["counts"] == {"done": 0, "skipped": 2, "failed": 1, "pending": 0}
+    [failed] = summary["failed"]
+    assert failed["mixture"] == "demo-video" and failed["error"] == reason
+    assert failed["run_id"].startswith("demo-video-") and failed["seed"] == 0
+    assert summary["log"] == str(ws.results / "ablations" / "fails" / "log.jsonl")
+    status = json.loads((ws.results / "ablations" / "fails" / "status.json").read_text())
+    assert status["failed"] == summary["failed"]
+
+    # Once the cause is gone the rerun retries only the failed cell and exits 0.
+    monkeypatch.setattr(train.ablate, "_default_train", lambda: RecordingTrain())
+    code, out, err = _run_main(monkeypatch, capsys, args)
+    assert code == 0 and err == "" and "failed:" not in out
+
+
+def test_a_set_typo_is_blamed_on_the_override(ws, monkeypatch, capsys):
+    """It used to read `error: .../train/configs/tiny-cpu.toml: stages[0]: unknown keys [...]`."""
+    for command in (
+        ["ablate", "--mixtures", "demo-image", "--name", "typo"],
+        ["train", "--mixture", "demo-image"],
+    ):
+        code, _, err = _run_main(monkeypatch, capsys, [
+            *command, "--set", "stages.0.max_stepz=1", "--workspace", str(ws.root),
+            "--no-progress",
+        ])  # fmt: skip
+        assert code == 1
+        assert err.startswith(
+            "error: --set stages.0.max_stepz=1: stages[0] has no key 'max_stepz' "
+            "(did you mean 'max_steps'?); valid keys: "
+        ), err
+        assert "tiny-cpu.toml" not in err and err.count("\n") == 1
+    assert not ws.runs.exists()
+    code, _, err = _run_main(monkeypatch, capsys, [
+        "ablate", "--mixtures", "demo-image", "--slurm", "partition", "--workspace", str(ws.root),
+    ])  # fmt: skip
+    assert code == 1 and err.startswith("error: --slurm expects key=value, found 'partition'")

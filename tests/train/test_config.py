@@ -54,9 +54,9 @@ def test_dotted_overrides_reach_nested_fields_and_stages():
     ("overrides", "message"),
     [
         ({"stages.0.loss": "triplet"}, "must be one of"),
-        ({"stages.5.lr": 1.0}, "not an index below 2"),
+        ({"stages.5.lr": 1.0}, "is not an index from 0 to 1"),
         ({"stages.0.lr": "fast"}, "must be a number"),
-        ({"stages.0.bogus": 1}, "unknown keys ['bogus']"),
+        ({"stages.0.bogus": 1}, "stages[0] has no key 'bogus'"),
         ({"media.min_frames": 9, "media.max_frames": 4}, "min_frames <= max_frames"),
         ({"stages.0.epochs": 0}, "set epochs or max_steps"),
     ],
@@ -65,6 +65,41 @@ def test_bad_overrides_say_what_is_wrong(overrides, message):
     with pytest.raises(ConfigError) as info:
         load_train_config("tiny-cpu", overrides)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"stages.0.max_stepz": 1},
+            "--set stages.0.max_stepz=1: stages[0] has no key 'max_stepz' "
+            "(did you mean 'max_steps'?); valid keys: name, data, loss, lr,",
+        ),
+        ({"seeed": 2}, "--set seeed=2: the config has no key 'seeed' (did you mean 'seed'?)"),
+        ({"media.fpss": 2.0}, "--set media.fpss=2.0: media has no key 'fpss'"),
+        ({"stages.2.lr": 1e-3}, "--set stages.2.lr=0.001: stages has 2 items; '2' is not an index"),
+        ({"stages.0.lr": "fast"}, "--set stages.0.lr=fast: stages[0].lr must be a number"),
+        ({"seed.x": 1}, "--set seed.x=1: seed is a single value, not a table"),
+        (
+            {"backbone.lora_targets.0": "q_proj"},
+            "--set backbone.lora_targets.0=q_proj: backbone.lora_targets has no items",
+        ),
+    ],
+)
+def test_a_bad_override_is_blamed_on_the_override_not_on_the_config_file(overrides, message):
+    """A typo in --set used to read `<path>/tiny-cpu.toml: stages[0]: unknown keys [...]`."""
+    with pytest.raises(ConfigError) as info:
+        load_train_config("tiny-cpu", overrides)
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert "tiny-cpu.toml" not in text and "\n" not in text
+
+
+def test_unknown_keys_in_the_file_itself_still_name_the_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('[[stages]]\nname = "s"\ndata = "d"\nmax_stepz = 1\n')
+    with pytest.raises(ConfigError, match=r"mine\.toml: stages\[0\]: unknown keys \['max_stepz'\]"):
+        load_train_config(path)
 
 
 def test_unknown_config_name_lists_known_ones():
@@ -84,3 +119,5 @@ def test_parse_override_reads_toml_values_and_falls_back_to_strings():
     )
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("seed")
+    with pytest.raises(ConfigError, match="--slurm expects key=value"):
+        parse_override("partition", option="--slurm")

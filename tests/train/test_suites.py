@@ -87,3 +87,33 @@ def test_missing_suites():
         load_suite("nope")
     with pytest.raises(NotFoundError, match="does not exist"):
         load_suite("/nonexistent/suite.toml")
+
+
+def test_check_manifests_names_every_missing_manifest_and_how_to_create_it(tmp_path):
+    from curate.manifest import COMPLETE_MARKER
+    from curate.workspace import Workspace
+    from train.suites import check_manifests, missing_manifests
+
+    ws = Workspace.resolve(tmp_path / "ws")
+    demo = load_suite("demo")
+    with pytest.raises(NotFoundError) as info:
+        check_manifests(demo, ws)
+    message = str(info.value)
+    assert message.startswith("suite 'demo' evaluates on manifests that are not in ")
+    assert "demo-images-test (tasks demo_t2i, demo_i2t, demo_i2t_local)" in message
+    assert "demo-videos-test (tasks demo_t2v, demo_v2t)" in message
+    assert "(present: none)" in message and "`curate demo --until ingest`" in message
+    assert "\n" not in message
+
+    # A manifest counts once its ingest finished (the marker open_manifest looks for).
+    (ws.manifest_dir("demo-images-test") / COMPLETE_MARKER).parent.mkdir(parents=True)
+    (ws.manifest_dir("demo-images-test") / COMPLETE_MARKER).write_text("{}")
+    assert missing_manifests(demo, ws) == {"demo-videos-test": ["demo_t2v", "demo_v2t"]}
+    with pytest.raises(NotFoundError, match=r"present: demo-images-test\)"):
+        check_manifests(demo, ws)
+    (ws.manifest_dir("demo-videos-test") / COMPLETE_MARKER).parent.mkdir(parents=True)
+    (ws.manifest_dir("demo-videos-test") / COMPLETE_MARKER).write_text("{}")
+    check_manifests(demo, ws)  # nothing missing: no error
+
+    with pytest.raises(NotFoundError, match="create them with `curate ingest PATH --name NAME`"):
+        check_manifests(load_suite("msrvtt-1ka"), ws)
