@@ -82,6 +82,39 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class StageRun:
+    """One stage of a run's resolved config: its loss, and whether the run trained it."""
+
+    index: int
+    name: str
+    loss: str  # "" when the config does not name one
+    trained: bool | None  # None: meta.json does not record which stages ran
+
+
+@dataclass(frozen=True)
+class RunTraining:
+    """What one run actually trained, read from its run folder.
+
+    `stages` come from config.toml (else from meta.json, without losses) and meta.json says which
+    of them ran: a mixture without an instruction stage skips the config's instruction stage.
+    `settings` is the resolved config as dotted keys without the seed and bookkeeping options,
+    so two runs of one grid on different mixtures should have equal settings.
+    """
+
+    run_id: str
+    config_hash: str
+    stages: tuple[StageRun, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    config_recorded: bool = False  # config.toml found and parsed
+    stages_recorded: bool = False  # meta.json lists the stages the run trained or skipped
+
+    @property
+    def trained_stages(self) -> tuple[StageRun, ...]:
+        """The stages that ran (all of them when meta.json does not say)."""
+        return tuple(s for s in self.stages if s.trained is not False)
+
+
+@dataclass(frozen=True)
 class ComponentInfo:
     stage: str
     name: str
@@ -144,6 +177,7 @@ class ReportInputs:
     manifests: tuple[ManifestInfo, ...]
     configs: Mapping[str, str]  # config_hash -> config.toml text (first run found)
     run_meta: Mapping[str, Mapping[str, Any]]  # run_id -> meta.json
+    training: Mapping[str, RunTraining]  # run_id -> what the run trained (from its run folder)
     suites: Mapping[str, Mapping[str, Any]]  # suite -> settings found in run folders
     result_files: tuple[str, ...]
     notes: tuple[str, ...]
@@ -200,6 +234,7 @@ def read_results(workspace: Workspace, query: ResultsQuery = ResultsQuery()) -> 
         .sort("_order")
         .drop("_order")
     )
+    _check_requested_values(frame, query, where=str(workspace.results))
     filtered = _apply_query(frame, query)
     if filtered.height == 0:
         raise NotFoundError(
@@ -215,20 +250,65 @@ def _distinct(frame: pl.DataFrame, column: str) -> list[Any]:
     return sorted(frame.get_column(column).unique().to_list())
 
 
-def _apply_query(frame: pl.DataFrame, query: ResultsQuery) -> pl.DataFrame:
+#: The query's list filters: (ResultsQuery field, results column, singular noun, CLI option);
+#: each field is named by the noun's plural.
+QUERY_LISTS: tuple[tuple[str, str, str, str], ...] = (
+    ("mixtures", "mixture", "mixture", "--mixtures"),
+    ("losses", "loss", "loss", "--losses"),
+    ("seeds", "seed", "seed", "--seeds"),
+    ("suites", "suite", "suite", "--suite"),
+    ("configs", "config", "config", "--config"),
+)
+
+
+def _conditions(query: ResultsQuery, *, leave_out: str = "") -> list[pl.Expr]:
+    """Polars filters for `query`, without the list filter named `leave_out`."""
     conditions = []
     if query.ablation:
         conditions.append(pl.col("ablation") == query.ablation)
-    for column, values in (
-        ("mixture", query.mixtures),
-        ("loss", query.losses),
-        ("seed", query.seeds),
-        ("suite", query.suites),
-        ("config", query.configs),
-    ):
-        if values:
+    for attribute, column, _, _ in QUERY_LISTS:
+        values = getattr(query, attribute)
+        if values and attribute != leave_out:
             conditions.append(pl.col(column).is_in(list(values)))
+    return conditions
+
+
+def _apply_query(frame: pl.DataFrame, query: ResultsQuery) -> pl.DataFrame:
+    conditions = _conditions(query)
     return frame.filter(*conditions) if conditions else frame
+
+
+def _check_requested_values(frame: pl.DataFrame, query: ResultsQuery, *, where: str) -> None:
+    """Every listed mixture, loss, seed, suite and config must have results: a name that matches
+    nothing is a typo, and dropping it silently would report on fewer arms than asked for.
+
+    Each list is checked against the rows the *other* filters keep, so `--losses mamcl --mixtures
+    a,b` names `b` when `b` never ran with mamcl. When those rows are empty the caller's "no
+    results match" error, which lists what the store holds, says more.
+    """
+    for attribute, column, what, flag in QUERY_LISTS:
+        requested = getattr(query, attribute)
+        if not requested:
+            continue
+        others = _conditions(query, leave_out=attribute)
+        scope = frame.filter(*others) if others else frame
+        if scope.height == 0:
+            continue
+        known = _distinct(scope, column)
+        unknown = [v for v in requested if v not in set(known)]
+        if unknown:
+            context = replace(query, **{attribute: ()}).describe()
+            in_what = (
+                "the results store"
+                if context == "the whole results store"
+                else f"the results with {context}"
+            )
+            named = what if len(unknown) == 1 else attribute
+            raise NotFoundError(
+                f"no results for {named} {', '.join(map(str, unknown))} in {in_what} "
+                f"({where}); known {attribute} there: {', '.join(map(str, known))}; "
+                f"pass some of them with {flag}"
+            )
 
 
 def runs_from_results(table: pa.Table) -> dict[str, RunInfo]:
@@ -512,6 +592,82 @@ def read_run_folder(workspace: Workspace, run_id: str) -> tuple[str | None, dict
     return config_text, meta
 
 
+#: Config keys that do not change what a run learns (bookkeeping, or varied per cell on purpose):
+#: two arms of one grid that differ only in these trained the same way.
+NOT_TRAINING_KEYS = frozenset(
+    {
+        "seed",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "threads",
+        "media.cache_mb",
+        "media.decode_threads",
+        "media.timeout_s",
+    }
+)
+
+
+def run_training(
+    run: RunInfo, config_text: str | None, meta: Mapping[str, Any] | None
+) -> RunTraining:
+    """What `run` trained: its config's stages with their losses, which of them ran (the
+    trainer's meta.json lists each stage, `"skipped": true` for one the mixture has no data for),
+    and its resolved settings; whatever the run folder lacks stays empty or unknown."""
+    parsed = read_toml_safely(config_text) if config_text else {}
+    recorded = meta.get("stages") if meta else None
+    ran: dict[int, bool] = {}
+    meta_names: dict[int, str] = {}
+    if isinstance(recorded, list):
+        for position, entry in enumerate(recorded):
+            if isinstance(entry, Mapping):
+                index = entry.get("index", position)
+                index = index if isinstance(index, int) else position
+                ran[index] = not entry.get("skipped", False)
+                meta_names[index] = str(entry.get("name") or f"stage {index}")
+    config_stages = parsed.get("stages") if isinstance(parsed.get("stages"), list) else []
+    stages: list[StageRun] = []
+    if config_stages:
+        for index, stage in enumerate(config_stages):
+            stage = stage if isinstance(stage, Mapping) else {}
+            stages.append(
+                StageRun(
+                    index=index,
+                    name=str(stage.get("name") or meta_names.get(index) or f"stage {index}"),
+                    loss=str(stage.get("loss") or ""),
+                    # A finished run lists every stage; one it does not list never ran.
+                    trained=ran.get(index, False) if ran else None,
+                )
+            )
+    else:
+        stages = [StageRun(i, name, "", ran[i]) for i, name in sorted(meta_names.items())]
+    return RunTraining(
+        run_id=run.run_id,
+        config_hash=run.config_hash,
+        stages=tuple(stages),
+        settings={k: v for k, v in _flatten(parsed).items() if k not in NOT_TRAINING_KEYS},
+        config_recorded=bool(parsed),
+        stages_recorded=bool(ran),
+    )
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a parsed config: `backbone.kind`, `stages.0.loss`; lists become tuples."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                out.update(_flatten(item, f"{name}.{index}."))
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+        else:
+            out[name] = value
+    return out
+
+
 def suite_settings(workspace: Workspace, run_id: str, suite: str) -> dict[str, Any]:
     """Settings of evaluation suite `suite` recorded in a run folder (empty when none found).
 
@@ -661,12 +817,14 @@ def load_inputs(workspace: Workspace, query: ResultsQuery = ResultsQuery()) -> R
 
     configs: dict[str, str] = {}
     run_meta: dict[str, dict[str, Any]] = {}
+    training: dict[str, RunTraining] = {}
     for run in runs.values():
         text, meta = read_run_folder(workspace, run.run_id)
         if text is not None and run.config_hash not in configs:
             configs[run.config_hash] = text
         if meta is not None:
             run_meta[run.run_id] = meta
+        training[run.run_id] = run_training(run, text, meta)
     missing_runs = [r for r in runs if r not in run_meta]
     if missing_runs:
         notes.append(
@@ -707,6 +865,7 @@ def load_inputs(workspace: Workspace, query: ResultsQuery = ResultsQuery()) -> R
         manifests=tuple(manifests),
         configs=configs,
         run_meta=run_meta,
+        training=training,
         suites=suites,
         result_files=tuple(str(p) for p in result_files(workspace)),
         notes=tuple(notes),

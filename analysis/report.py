@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,9 @@ import numpy as np
 import polars as pl
 
 from analysis import effects, plots
+from analysis.confounds import TrainingCheck, compare_training
 from analysis.effects import OVERALL, Scores
-from analysis.load import ReportInputs, ResultsQuery, load_inputs, read_toml_safely
+from analysis.load import ReportInputs, ResultsQuery, RunTraining, load_inputs, read_toml_safely
 from analysis.stats import Difference, Interval
 from curate import __version__
 from curate.errors import ConfigError
@@ -230,6 +231,7 @@ def analyse(inputs: ReportInputs, options: ReportOptions = ReportOptions()) -> d
         scores.runs.group_by("config").len().sort(["len", "config"], descending=[True, False])
     )
     comp_config = str(config_counts.row(0)[0])
+    training = _training_check(inputs, scores, loss=comp_loss, config=comp_config)
 
     # Composition per arm, from the results store (each run records its mixture's shares).
     arm_of = dict(scores.runs.select("run_id", "arm").iter_rows())
@@ -363,6 +365,7 @@ def analyse(inputs: ReportInputs, options: ReportOptions = ReportOptions()) -> d
         "task_summary": task_summary,
         "comp_loss": comp_loss,
         "comp_config": comp_config,
+        "training": training,
         "baseline": baseline,
         "deltas": deltas,
         "compare": compare,
@@ -381,6 +384,33 @@ def analyse(inputs: ReportInputs, options: ReportOptions = ReportOptions()) -> d
     }
     context["summary"] = _summary(context, regressions, paired)
     return context
+
+
+def _training_check(
+    inputs: ReportInputs, scores: Scores, *, loss: str, config: str
+) -> TrainingCheck:
+    """Compare what the arms of the composition analyses actually trained (see analysis.confounds):
+    the store's `loss` is only the loss of each run's last trained stage."""
+    runs = scores.runs.filter((pl.col("loss") == loss) & (pl.col("config") == config))
+    return compare_training(
+        [
+            (
+                arm,
+                int(seed),
+                inputs.training.get(run_id)
+                or RunTraining(run_id=run_id, config_hash=inputs.runs[run_id].config_hash),
+            )
+            for run_id, arm, seed in runs.select("run_id", "arm", "seed").iter_rows()
+        ]
+    )
+
+
+def training_warnings(check: TrainingCheck) -> list[str]:
+    """The report's warnings when arms trained differently: one plain sentence per difference."""
+    return [
+        f"training confounds the data in the composition comparison: {difference}"
+        for difference in check.differences
+    ]
 
 
 def _varying_pairs(design: effects.ShareDesign) -> list[str]:
@@ -505,6 +535,8 @@ def _summary(
         "composition_loss": context["comp_loss"],
         "toy_scale": context["toy"],
         "notes": list(context["notes"]),
+        "warnings": training_warnings(context["training"]),
+        "training": _training_summary(context["training"]),
     }
     if overall is not None:
         summary["best_observed"] = {
@@ -531,6 +563,22 @@ def _summary(
     return summary
 
 
+def _training_summary(check: TrainingCheck) -> dict[str, Any]:
+    return {
+        "verdict": check.verdict,
+        "differences": list(check.differences),
+        "unchecked": list(check.unchecked),
+        "arms": {
+            arm.arm: {
+                "stages": list(arm.plans),
+                "stage_counts": list(arm.stage_counts),
+                "config_hashes": list(arm.config_hashes),
+            }
+            for arm in check.arms
+        },
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Rendering and writing
 
@@ -553,14 +601,20 @@ def render(context: Mapping[str, Any]) -> str:
 
 
 def _write_atomic(path: Path, data: str) -> None:
+    """Write `path` through a temporary file and a rename, so a reader never sees half a file.
+
+    The temporary file is created with mode 0o666 and the process umask applies, as for any file
+    `open(path, "w")` creates: a report is meant to be shared (mkstemp would make it 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 from curate.errors import ConfigError
@@ -126,6 +127,8 @@ def report_command(
         table.add_row(
             f"{p['losses'][0]} − {p['losses'][1]}", f"{p['difference']:+.3f}{interval} overall"
         )
+    for warning in summary["warnings"]:
+        table.add_row(Text("warning", style="bold red"), Text(warning))
     for note in summary["notes"]:
         table.add_row("note", note)
     Console().print(table)

@@ -271,12 +271,14 @@ def write_manifests(root: Path) -> None:
 
 
 def write_runs(root: Path, rows: list[dict]) -> None:
-    for run_id in dict.fromkeys(r["run_id"] for r in rows):
+    runs = {r["run_id"]: r for r in rows}
+    for run_id, row in runs.items():
         folder = root / "runs" / run_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.toml").write_text(
-            f'name = "{CONFIG}"\nseed = 1\ndevice = "cpu"\n\n[backbone]\nkind = "{BACKBONE}"\n\n'
-            '[[stages]]\nname = "retrieval_adaptation"\ndata = "retrieval_adaptation"\nmax_steps = 20\n'
+            f'name = "{CONFIG}"\nseed = {row["seed"]}\ndevice = "cpu"\n\n'
+            f'[backbone]\nkind = "{BACKBONE}"\n\n[[stages]]\nname = "retrieval_adaptation"\n'
+            f'data = "retrieval_adaptation"\nloss = "{row["loss"]}"\nmax_steps = 20\n'
         )
         # The trainer's meta.json keys, plus the evaluation suite's settings.
         meta = {

@@ -62,6 +62,32 @@ def test_filters_select_rows_and_explain_an_empty_selection(workspace: Workspace
         read_results(workspace, ResultsQuery(ablation="other"))
 
 
+def test_a_listed_name_without_results_is_an_error_naming_the_known_ones(
+    workspace: Workspace,
+) -> None:
+    rows = syn.make_workspace(workspace.root, optional=False)
+    with pytest.raises(NotFoundError) as raised:
+        read_results(workspace, ResultsQuery(mixtures=("images", "nosuch")))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "mixture nosuch" in message and "--mixtures" in message
+    assert "known mixtures there: balanced, images, img-vid, text-heavy, vid-heavy" in message
+    with pytest.raises(NotFoundError, match=r"losses hinge, triplet .*known losses there: "):
+        read_results(workspace, ResultsQuery(losses=("mamcl", "hinge", "triplet")))
+    with pytest.raises(NotFoundError, match=r"seed 9 .*known seeds there: 1, 2, 3; .*--seeds"):
+        read_results(workspace, ResultsQuery(seeds=(1, 9)))
+    # Checked against what the other filters keep: `images` never ran with `infonce` here.
+    kept = [r for r in rows if not (r["mixture"] == "images" and r["loss"] == "infonce")]
+    for path in workspace.results.rglob("*.parquet"):
+        path.unlink()
+    syn.write_results(workspace.root, kept)
+    with pytest.raises(
+        NotFoundError,
+        match=r"mixture images in the results with losses=infonce .*mixtures there: balanced",
+    ):
+        read_results(workspace, ResultsQuery(mixtures=("images", "balanced"), losses=("infonce",)))
+
+
 def test_missing_store_and_foreign_files_are_clear_errors(workspace: Workspace) -> None:
     with pytest.raises(NotFoundError, match="run `curate ablate"):
         read_results(workspace)

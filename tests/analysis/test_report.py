@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from analysis.load import ResultsQuery
 from analysis.report import ReportOptions, build_report
 from curate.cli import app
-from curate.errors import ConfigError
+from curate.errors import ConfigError, NotFoundError
 from curate.workspace import Workspace
 from tests.analysis import synthetic as syn
 
@@ -92,6 +93,23 @@ def test_same_inputs_give_the_same_bytes(workspace: Workspace) -> None:
     first = build_report(workspace, options=ReportOptions(name="first"))
     again = build_report(workspace, options=ReportOptions(name="again"))
     assert again.path.read_bytes() == first.path.read_bytes()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_report_files_get_the_mode_the_umask_gives(
+    workspace: Workspace, umask: int, mode: int
+) -> None:
+    mixtures = dict(list(syn.MIXTURES.items())[:3])
+    syn.make_workspace(workspace.root, mixtures=mixtures, seeds=(1, 2), optional=False)
+    previous = os.umask(umask)
+    try:
+        result = build_report(workspace, options=ReportOptions(name="shared"))
+    finally:
+        os.umask(previous)
+    for path in (result.path, result.path.parent / "summary.json"):
+        assert path.stat().st_mode & 0o777 == mode, path
+    # No temporary file is left behind.
+    assert sorted(p.name for p in result.path.parent.iterdir()) == ["index.html", "summary.json"]
 
 
 def test_markup_in_names_and_captions_is_escaped(workspace: Workspace) -> None:
@@ -176,6 +194,27 @@ def test_cli_writes_the_report_and_prints_json(planted_report) -> None:
     assert out["summary"]["mixtures"] == ["vid-heavy", "images", "balanced"]
     assert out["summary"]["baseline"] == "vid-heavy"
     assert "paired_overall" not in out["summary"]
+
+
+def test_cli_names_an_unknown_mixture_instead_of_dropping_it(planted_report) -> None:
+    workspace, _ = planted_report
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--workspace",
+            str(workspace.root),
+            "--mixtures",
+            "images,nosuch",
+            "--name",
+            "typo",
+        ],
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, NotFoundError)
+    message = str(result.exception)
+    assert "mixture nosuch" in message and "known mixtures there: balanced, images" in message
+    assert not (workspace.reports / "typo").exists()
 
 
 def test_cli_user_error_is_one_line(tmp_path) -> None:
