@@ -2,13 +2,28 @@
 
 The engine, in the order it runs:
 
-1. **Inputs.** The recipe's manifests (all complete manifests of the workspace unless it names
-   some), their row files, and the signal sidecars (`signals/<signal>.parquet`, keyed by `id`)
-   that provide a column the recipe names. A column that is neither a manifest column nor in any
-   sidecar is an error naming the `curate score` call that computes it.
-2. **Version.** sha256 of the canonical recipe, the manifests' fingerprints, the sidecars'
-   content hashes, the manifest schema version and `MIX_ALGORITHM`. An existing version folder
-   means there is nothing to do: versions are immutable.
+0. **Name.** The recipe's `name` decides where versions go (`mixtures/<name>/`) and what a
+   plain NAME resolves to, so one name is built from one recipe file: `name` must equal the
+   file's stem, and a recipe may not take the name of another recipe file (the one `--recipe
+   NAME` finds: `<workspace>/mixtures/NAME.toml`, else the shipped one). A copy of a recipe
+   needs a name of its own. After every build, or a rebuild that finds its version already
+   built, that version becomes the name's current one (`curate.mixtures`, CURRENT).
+1. **Inputs.** The candidate manifests (the recipe's `manifests`; else, when every component
+   names manifests, those; else every complete manifest of the workspace) and, of these, only
+   the ones that can contribute: some row passes some component's pair, source, task, split and
+   manifest selectors (answered from each manifest's stats.json counters, with a `LIMIT 1` query
+   when two columns must match at once). Then their row files and the signal sidecars
+   (`signals/<signal>.parquet`, keyed by `id`) that provide a column the recipe names. A column
+   that is neither a manifest column nor in any sidecar is an error naming the `curate score`
+   call that computes it; so is a component naming a manifest that does not exist, or a source
+   or split that none of the manifests it reads holds (a typo would otherwise select nothing and,
+   under "redistribute", quietly hand its share to the others). Pair codes and tasks are a closed
+   vocabulary, checked when the recipe is parsed; one without rows is a shortfall whose reason
+   says the inputs have none (v3 relies on this to scale to whatever has been ingested).
+2. **Version.** sha256 of the canonical recipe, the contributing manifests' fingerprints, their
+   used sidecars' content hashes, the manifest schema version and `MIX_ALGORITHM`: ingesting a
+   manifest no component can read from (an evaluation split, say) changes no version. An
+   existing version folder means there is nothing to build: versions are immutable.
 3. **Pool.** One query reads only the columns it needs, assigns each row to the first component of
    each stage whose selector matches it (so components of a stage never overlap), applies the
    global filters in order and then the dedup keys in order, and records for each row the first
@@ -62,9 +77,23 @@ from curate import __version__
 from curate.db import connect, duckdb_errors, sql_identifier, sql_string
 from curate.errors import ConfigError, InputError, NotFoundError
 from curate.manifest import Manifest, list_manifests, open_manifest
-from curate.mixtures import MIXTURE_FILE, MIXTURE_ROW_SCHEMA, Mixture, load_mixture
+from curate.mixtures import (
+    MIXTURE_FILE,
+    MIXTURE_ROW_SCHEMA,
+    Mixture,
+    load_mixture,
+    set_current,
+)
 from curate.predicate import Parameters, Predicate
-from curate.recipe import ANY_SPLIT, Component, Recipe, Stage, find_recipe, load_recipe
+from curate.recipe import (
+    ANY_SPLIT,
+    Component,
+    Recipe,
+    Stage,
+    check_recipe_owns_name,
+    find_recipe,
+    load_recipe,
+)
 from curate.schema import MANIFEST_SCHEMA, MANIFEST_SCHEMA_VERSION, check_schema
 from curate.workspace import Workspace
 
@@ -195,6 +224,9 @@ class MixPlan:
     kept: int
     stages: list[StagePlan]
     notes: list[str] = field(default_factory=list)
+    # Candidate manifests not read because no component can take a row from them. Not part of
+    # mixture.json: the version does not depend on them.
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -379,12 +411,15 @@ def stage_counts(
 
 
 def resolve_recipe(workspace: Workspace, ref: str | Path | Recipe) -> Recipe:
-    if isinstance(ref, Recipe):
-        return ref
-    return load_recipe(find_recipe(workspace, ref))
+    """The recipe `ref` names, once it is known to own its name (`check_recipe_owns_name`)."""
+    recipe = ref if isinstance(ref, Recipe) else load_recipe(find_recipe(workspace, ref))
+    check_recipe_owns_name(workspace, recipe)
+    return recipe
 
 
 def _input_manifests(workspace: Workspace, recipe: Recipe) -> list[Manifest]:
+    """The manifests the recipe may read: its `manifests`, else those its components name when
+    every component names some, else every manifest of the workspace."""
     named = set(recipe.manifests)
     components = [c for s in recipe.stages for c in s.components]
     if recipe.manifests:
@@ -394,18 +429,172 @@ def _input_manifests(workspace: Workspace, recipe: Recipe) -> list[Manifest]:
                 f"recipe {recipe.name!r}: components name manifest(s) {outside} that the "
                 f"recipe's `manifests` ({sorted(named)}) leaves out"
             )
-        names = sorted(named)
-    elif components and all(c.manifests for c in components):
-        names = sorted({m for c in components for m in c.manifests})
-    else:
-        found = list_manifests(workspace)
-        if not found:
-            raise NotFoundError(
-                f"no manifests in {workspace.manifests}; ingest data first with "
-                "`curate ingest PATH --name NAME`"
-            )
-        return found
-    return [open_manifest(workspace, name) for name in names]
+        return [open_manifest(workspace, name) for name in sorted(named)]
+    found = list_manifests(workspace)
+    known = [m.name for m in found]
+    for stage in recipe.stages:
+        for component in stage.components:
+            missing = [m for m in component.manifests if m not in known]
+            if missing:
+                raise NotFoundError(
+                    f"recipe {recipe.name!r}, component {stage.name}/{component.name}: "
+                    f"`manifests` names {missing}, which {'is' if len(missing) == 1 else 'are'} "
+                    f"not in {workspace.manifests} (known: {', '.join(known) or 'none'}); fix "
+                    f"the name or create it with `curate ingest PATH --name {missing[0]}`"
+                )
+    if not found:
+        raise NotFoundError(
+            f"no manifests in {workspace.manifests}; ingest data first with "
+            "`curate ingest PATH --name NAME`"
+        )
+    if components and all(c.manifests for c in components):
+        wanted = {m for c in components for m in c.manifests}
+        return [m for m in found if m.name in wanted]
+    return found
+
+
+#: The columns component selectors test, with the recipe key and the stats.json counter of each.
+SELECTOR_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("pair", "pairs", "by_pair"),
+    ("source", "sources", "by_source"),
+    ("task", "tasks", "by_task"),
+    ("split", "splits", "by_split"),
+)
+
+#: Column -> the distinct values one manifest holds there.
+SelectorValues = dict[str, frozenset[str]]
+
+
+def _selector_values(manifest: Manifest) -> SelectorValues:
+    """The pairs, sources, tasks and splits a manifest holds: from the counters ingest writes to
+    stats.json, else (a manifest written by other means) one DISTINCT query over those columns."""
+    stats = manifest.stats
+    counters = [stats.get(key) for _, _, key in SELECTOR_COLUMNS]
+    if all(isinstance(c, dict) for c in counters):
+        return {
+            column: frozenset(str(v) for v, n in counter.items() if n)
+            for (column, _, _), counter in zip(SELECTOR_COLUMNS, counters, strict=True)
+        }
+    values: dict[str, set[str]] = {column: set() for column, _, _ in SELECTOR_COLUMNS}
+    files = manifest.row_files
+    if files:
+        columns = ", ".join(_q(column) for column in values)
+        con = connect(read_paths=files)
+        try:
+            with duckdb_errors(f"reading manifest {manifest.name!r}"):
+                found = con.execute(
+                    f"SELECT DISTINCT {columns} FROM "
+                    f"read_parquet([{', '.join(sql_string(f) for f in files)}])"
+                ).fetchall()
+        finally:
+            con.close()
+        for combination in found:
+            for column, value in zip(values, combination, strict=True):
+                if value is not None:
+                    values[column].add(str(value))
+    return {column: frozenset(v) for column, v in values.items()}
+
+
+def _selected_values(component: Component) -> SelectorValues:
+    """Column -> the values the component's selector accepts (columns it does not restrict are
+    left out)."""
+    out: SelectorValues = {}
+    for column, key, _ in SELECTOR_COLUMNS:
+        values = getattr(component, key)
+        if values and values != (ANY_SPLIT,):
+            out[column] = frozenset(values)
+    return out
+
+
+def _check_selector_names(
+    recipe: Recipe, candidates: list[Manifest], present: dict[str, SelectorValues]
+) -> None:
+    """A source or split a component names must occur in one of the manifests it can read.
+
+    Sources and splits are free text, so a value no input holds is almost always a typo; without
+    this check it would select nothing, and "redistribute" would quietly hand its share to the
+    other components. Pair codes and tasks come from a closed vocabulary that the recipe parser
+    already checks; one with no rows yet is a shortfall with its reason (as v3 intends).
+    """
+    all_names = [m.name for m in candidates]
+    for stage in recipe.stages:
+        for component in stage.components:
+            readable = list(component.manifests) or all_names
+            for column, key, _ in (SELECTOR_COLUMNS[1], SELECTOR_COLUMNS[3]):
+                named = getattr(component, key)
+                if not named or named == (ANY_SPLIT,):
+                    continue
+                known = frozenset().union(*(present[m][column] for m in readable))
+                missing = [v for v in named if v not in known]
+                if not missing:
+                    continue
+                hint = ""
+                if column == "split" and named == ("train",):
+                    hint = '; `splits` defaults to ["train"], ["*"] selects any split'
+                raise ConfigError(
+                    f"recipe {recipe.name!r}, component {stage.name}/{component.name}: {key} "
+                    f"{missing} occur in none of the manifests it reads ({', '.join(readable)}); "
+                    f"{key} there: {', '.join(sorted(known)) or 'none'}; fix `{key}` (values are "
+                    f"case-sensitive){hint}"
+                )
+
+
+def _can_contribute(component: Component, manifest: Manifest, present: SelectorValues) -> bool:
+    """Whether some row of `manifest` passes the component's pair, source, task, split and
+    manifest selectors (its `where` predicates and the global filters are not considered)."""
+    if component.manifests and manifest.name not in component.manifests:
+        return False
+    if not present["pair"]:
+        return False  # no rows
+    wanted = _selected_values(component)
+    if any(not (present[column] & values) for column, values in wanted.items()):
+        return False
+    # Each restricted column has matching rows. When at most one column holds values outside
+    # the selector, every row matching that column matches all of them: some row contributes.
+    partial = {c: v for c, v in wanted.items() if not present[c] <= v}
+    if len(partial) <= 1:
+        return True
+    params = Parameters()
+    condition = " AND ".join(
+        f"{_q(column)} IN ({', '.join(params.bind(v) for v in sorted(values))})"
+        for column, values in sorted(partial.items())
+    )
+    files = manifest.row_files
+    con = connect(read_paths=files)
+    try:
+        with duckdb_errors(f"reading manifest {manifest.name!r}"):
+            hit = con.execute(
+                f"SELECT 1 FROM read_parquet([{', '.join(sql_string(f) for f in files)}]) "
+                f"WHERE {condition} LIMIT 1",
+                params.values,
+            ).fetchone()
+    finally:
+        con.close()
+    return hit is not None
+
+
+def _contributing_manifests(
+    recipe: Recipe, candidates: list[Manifest], present: dict[str, SelectorValues]
+) -> list[Manifest]:
+    """The candidates that can give some component a row: the only manifests the mixture (and
+    so its version and lineage) depends on. An evaluation manifest ingested next to the training
+    data changes no recipe that does not select its split."""
+    components = [c for stage in recipe.stages for c in stage.components]
+    kept = [
+        m for m in candidates if any(_can_contribute(c, m, present[m.name]) for c in components)
+    ]
+    if not kept:
+        held = "; ".join(
+            f"{m.name}: pairs {', '.join(sorted(present[m.name]['pair'])) or 'none'}, splits "
+            f"{', '.join(sorted(present[m.name]['split'])) or 'none'}"
+            for m in candidates
+        )
+        raise ConfigError(
+            f"recipe {recipe.name!r} selects no rows: no input manifest has rows that a "
+            f"component's pairs, sources, tasks, splits and manifests select ({held}); check the "
+            "selectors against `curate stats NAME`"
+        )
+    return kept
 
 
 def _signal_files(manifest: Manifest) -> list[SignalFile]:
@@ -464,10 +653,16 @@ class _Inputs:
     signal_types: dict[str, pa.DataType]
     used_signals: list[SignalFile]
     notes: list[str]
+    skipped: list[str]  # candidate manifests no component can take a row from: not read
+    present: SelectorValues  # pairs, sources, tasks and splits of the manifests read
 
 
 def _resolve_inputs(workspace: Workspace, recipe: Recipe) -> _Inputs:
-    manifests = _input_manifests(workspace, recipe)
+    candidates = _input_manifests(workspace, recipe)
+    present = {m.name: _selector_values(m) for m in candidates}
+    _check_selector_names(recipe, candidates, present)
+    manifests = _contributing_manifests(recipe, candidates, present)
+    skipped = [m.name for m in candidates if m not in manifests]
     inputs: list[InputManifest] = []
     available: dict[str, dict[str, list[SignalFile]]] = {}
     for manifest in manifests:
@@ -547,7 +742,11 @@ def _resolve_inputs(workspace: Workspace, recipe: Recipe) -> _Inputs:
         SignalFile(s.manifest, s.signal, s.path, s.columns, _sha256(s.path))
         for s in sorted(used.values(), key=lambda s: (s.manifest, s.signal))
     ]
-    return _Inputs(inputs, signal_columns, signal_types, used_signals, notes)
+    union = {
+        column: frozenset().union(*(present[m.name][column] for m in manifests))
+        for column, _, _ in SELECTOR_COLUMNS
+    }
+    return _Inputs(inputs, signal_columns, signal_types, used_signals, notes, skipped, union)
 
 
 def version_of(
@@ -582,8 +781,11 @@ def _q(name: str) -> str:
 def _selector_sql(component: Component, manifest_index: dict[str, int], params: Parameters) -> str:
     parts: list[str] = []
     if component.manifests:
-        indices = ", ".join(params.bind(manifest_index[m]) for m in component.manifests)
-        parts.append(f"_m IN ({indices})")
+        # Named manifests that are not read (no row of theirs can match) are left out.
+        read = [manifest_index[m] for m in component.manifests if m in manifest_index]
+        if not read:
+            return "false"
+        parts.append(f"_m IN ({', '.join(params.bind(i) for i in read)})")
     for column, values in (
         ("pair", component.pairs),
         ("source", component.sources),
@@ -828,7 +1030,9 @@ def _compile(recipe: Recipe, inputs: _Inputs) -> _Compiled:
 # --- the engine ---------------------------------------------------------------------------------
 
 
-def _plan_stages(con: duckdb.DuckDBPyConnection, recipe: Recipe) -> list[StagePlan]:
+def _plan_stages(
+    con: duckdb.DuckDBPyConnection, recipe: Recipe, present: SelectorValues
+) -> list[StagePlan]:
     plans = []
     for i, stage in enumerate(recipe.stages):
         rows = con.execute(
@@ -841,11 +1045,16 @@ def _plan_stages(con: duckdb.DuckDBPyConnection, recipe: Recipe) -> list[StagePl
             matched[comp] += n_matched
             if n_available:
                 per_source[comp][source] = n_available
-        plans.append(_plan_stage(stage, matched, per_source))
+        plans.append(_plan_stage(stage, matched, per_source, present))
     return plans
 
 
-def _plan_stage(stage: Stage, matched: list[int], per_source: list[dict[str, int]]) -> StagePlan:
+def _plan_stage(
+    stage: Stage,
+    matched: list[int],
+    per_source: list[dict[str, int]],
+    present: SelectorValues | None = None,
+) -> StagePlan:
     comps = stage.components
     usable = [
         {s: min(n, c.max_per_source or n) for s, n in sorted(per_source[j].items())}
@@ -863,6 +1072,7 @@ def _plan_stage(stage: Stage, matched: list[int], per_source: list[dict[str, int
         if taken < requested:
             if matched[j] == 0:
                 reason = "no rows match its selector" + _selector_text(comp)
+                reason += _absent_text(comp, present or {})
             elif available == 0:
                 reason = (
                     f"all {matched[j]} matching rows were removed by the global filters or dedup"
@@ -920,6 +1130,21 @@ def _selector_text(component: Component) -> str:
             parts.append(f"{key}={list(value)}")
     parts += [f"where={p.text!r}" for p in component.where]
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _absent_text(component: Component, present: SelectorValues) -> str:
+    """Why a selector matched nothing, when the reason is that no input holds a pair or task it
+    names: "; the inputs have no pair i2i (pairs there: i2t, t2i)"."""
+    out = []
+    for column, key in (("pair", "pairs"), ("task", "tasks")):
+        named = getattr(component, key)
+        there = present.get(column, frozenset())
+        if named and not there & set(named):
+            out.append(
+                f"; the inputs have no {column} {', '.join(named)} "
+                f"({key} there: {', '.join(sorted(there)) or 'none'})"
+            )
+    return "".join(out)
 
 
 def _check_plan(recipe: Recipe, stages: list[StagePlan]) -> None:
@@ -1192,6 +1417,8 @@ def build_mixture(
     if (final / MIXTURE_FILE).is_file() and not dry_run:
         existing = load_mixture(workspace, f"{recipe.name}@{version}")
         plan = _plan_from_meta(recipe, version, inputs, existing.meta)
+        # Built before: what the recipe means now, so what NAME resolves to again.
+        set_current(workspace, recipe.name, version)
         return MixResult(plan=plan, mixture=existing, built=False, path=final)
 
     compiled = _compile(recipe, inputs)
@@ -1219,6 +1446,7 @@ def build_mixture(
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+    set_current(workspace, recipe.name, version)
     mixture = load_mixture(workspace, f"{recipe.name}@{version}")
     return MixResult(plan=plan, mixture=mixture, built=built, path=final)
 
@@ -1249,8 +1477,9 @@ def _plan(
             for code, (step, rule, note) in enumerate(compiled.steps, start=1)
         ],
         kept=int(removed.get(0, 0)),
-        stages=_plan_stages(con, recipe),
+        stages=_plan_stages(con, recipe, inputs.present),
         notes=inputs.notes,
+        skipped=inputs.skipped,
     )
 
 
@@ -1420,6 +1649,7 @@ def _plan_from_meta(recipe: Recipe, version: str, inputs: _Inputs, meta: dict[st
         kept=filters["kept"],
         stages=stages,
         notes=list(meta.get("notes", [])),
+        skipped=inputs.skipped,
     )
 
 
@@ -1444,6 +1674,7 @@ def plan_to_dict(plan: MixPlan) -> dict[str, Any]:
             for s in plan.stages
         },
         "notes": plan.notes,
+        "skipped_manifests": plan.skipped,
     }
 
 

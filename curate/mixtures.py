@@ -8,11 +8,18 @@ A mixture version lives in `<workspace>/mixtures/<name>/<version>/`:
 The folder appears in one rename once complete, so a folder with `mixture.json` is a finished,
 immutable version. The trainer, the ablation runner and the report read mixtures only through
 `load_mixture`.
+
+A plain NAME means the *current* version: the one the last `curate mix` of that name built or
+found already built, recorded in `<workspace>/mixtures/<name>/CURRENT` (one line, the version id,
+replaced atomically). So rebuilding an older recipe state makes that version current again rather
+than only saying it exists. Without a valid CURRENT (older workspaces, a deleted version), NAME
+is the most recently created version.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +33,9 @@ from curate.schema import MANIFEST_SCHEMA, MANIFEST_SCHEMA_VERSION, check_schema
 from curate.workspace import Workspace, check_name
 
 MIXTURE_FILE: Final = "mixture.json"
+#: In `<workspace>/mixtures/<name>/`: the version a plain NAME resolves to.
+CURRENT_FILE: Final = "CURRENT"
+_VERSION_CHARS: Final = frozenset("0123456789abcdef")
 
 #: The rows of one stage: every manifest column, then where the row came from and its order.
 MIXTURE_ROW_SCHEMA: Final = pa.schema(
@@ -134,8 +144,31 @@ def list_mixtures(workspace: Workspace) -> list[Mixture]:
     return out
 
 
+def current_version(workspace: Workspace, name: str) -> str | None:
+    """The version CURRENT records for `name`, if it names a built version; else None."""
+    folder = workspace.mixtures / check_name(name, what="mixture name")
+    try:
+        version = (folder / CURRENT_FILE).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    if not version or not set(version) <= _VERSION_CHARS:
+        return None
+    return version if (folder / version / MIXTURE_FILE).is_file() else None
+
+
+def set_current(workspace: Workspace, name: str, version: str) -> None:
+    """Make `version` (a built version of `name`) what a plain NAME resolves to."""
+    folder = workspace.mixtures / check_name(name, what="mixture name")
+    if not (folder / version / MIXTURE_FILE).is_file():
+        raise NotFoundError(f"mixture {name!r} has no built version {version!r} in {folder}")
+    tmp = folder / f".{CURRENT_FILE}.{os.getpid()}"
+    tmp.write_text(version + "\n", encoding="utf-8")
+    os.replace(tmp, folder / CURRENT_FILE)  # atomic: readers see the old or the new id
+
+
 def load_mixture(workspace: Workspace, ref: str) -> Mixture:
-    """The mixture `ref` names: "NAME" (latest built version) or "NAME@VERSION" (unique prefix)."""
+    """The mixture `ref` names: "NAME" (its current version, see the module docstring) or
+    "NAME@VERSION" (a unique prefix of a version id)."""
     name, version = parse_ref(ref)
     versions = list_versions(workspace, name)
     if not versions:
@@ -145,7 +178,8 @@ def load_mixture(workspace: Workspace, ref: str) -> Mixture:
             f"{', '.join(built) or 'none'}); build it with `curate mix --recipe {name}`"
         )
     if version is None:
-        return versions[-1]
+        current = current_version(workspace, name)
+        return next((m for m in versions if m.version == current), versions[-1])
     matches = [m for m in versions if m.version.startswith(version)]
     if not matches:
         raise NotFoundError(

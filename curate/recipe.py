@@ -31,6 +31,10 @@ A recipe names the rows a training run sees, stage by stage:
 Validation happens here, before anything is read or written: unknown keys, wrong types, weights
 that are not positive finite numbers, unknown pair codes and unparsable predicates are
 `ConfigError`s naming the key and the recipe file.
+
+One name, one recipe file: the name decides where versions go, so `curate mix` refuses a recipe
+whose `name` differs from its file stem, or that takes the name of another recipe file (the one
+`--recipe NAME` finds); see `check_recipe_owns_name`.
 """
 
 from __future__ import annotations
@@ -203,6 +207,44 @@ def find_recipe(workspace: Workspace, ref: str | Path) -> Path:
         f"no recipe named {text!r} in {workspace.mixtures} or the shipped recipes "
         f"({SHIPPED_RECIPES}); known: {', '.join(known) or 'none'}; or pass a path to a .toml file"
     )
+
+
+def check_recipe_owns_name(workspace: Workspace, recipe: Recipe) -> None:
+    """Refuse a recipe that would build versions of a name another recipe file defines.
+
+    A recipe's `name` decides where its versions go (`<workspace>/mixtures/<name>/`) and what
+    `curate mixtures show NAME`, `curate export NAME` and training resolve, so one name must mean
+    one recipe file, the one `--recipe NAME` finds:
+
+    - a recipe file's `name` equals its file stem (leave `name` out and it does), and
+    - no other recipe file answers to that name: when `<workspace>/mixtures/NAME.toml` (or else
+      a shipped NAME.toml) exists, only that file builds versions of NAME.
+
+    A Recipe built in code (no file) may not take the name of a recipe file either.
+    """
+    where = recipe._where()
+    try:
+        owner: Path | None = find_recipe(workspace, recipe.name)
+    except NotFoundError:
+        owner = None  # no recipe file answers to this name: it is free
+    if recipe.path is not None and recipe.path.stem != recipe.name:
+        fix = f'set name = "{recipe.path.stem}" (or leave `name` out)'
+        if owner is None:
+            fix = f"rename the file to {recipe.name}.toml or {fix}"
+        else:
+            fix += f"; {recipe.name!r} is the name of {owner}"
+        raise ConfigError(
+            f"{where} is named {recipe.name!r} but its file is {recipe.path.name}: the name "
+            f"decides where versions go ({workspace.mixtures / recipe.name}/) and what "
+            f"`--recipe {recipe.name}` finds, so make them match: {fix}"
+        )
+    if owner is not None and (recipe.path is None or owner != recipe.path.resolve()):
+        raise ConfigError(
+            f"{where} takes the name {recipe.name!r} of {owner}, the recipe `--recipe "
+            f"{recipe.name}` finds and whose versions `{recipe.name}` resolves to; one name is "
+            f"built from one recipe file: edit {owner.name} to change the mixture, or give the "
+            "copy a new name (file and `name` alike)"
+        )
 
 
 def available_recipes(workspace: Workspace) -> list[Path]:

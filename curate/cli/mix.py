@@ -11,6 +11,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
 
 MIX_EPILOG = """
+One name, one recipe file: the recipe's `name` decides where its versions go and what NAME
+resolves to, so it must equal the file's stem and may not be the name of another recipe file
+(mixtures/NAME.toml in the workspace, else the shipped one). Give a copied recipe a new name.
+Each build, or rebuild of a version already built, makes that version NAME's current one.
+
 Examples:
 
   curate mix --recipe v3
@@ -34,7 +39,8 @@ def mix_command(
         "--recipe",
         "-r",
         help="Recipe name (mixtures/NAME.toml in the workspace, then the shipped recipes v1, v2, "
-        "v3, demo-*) or a path to a .toml file.",
+        "v3, demo-*) or a path to a .toml file whose stem is its `name` and is not another "
+        "recipe's name.",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
     dry_run: bool = typer.Option(
@@ -47,7 +53,7 @@ def mix_command(
     workspace: Path | None = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Build a versioned, content-addressed mixture from a TOML recipe."""
+    """Build a versioned, content-addressed mixture from a TOML recipe and make it current."""
     from curate.mix import build_mixture, plan_to_dict
 
     ws = workspace_from(workspace)
@@ -103,6 +109,10 @@ def _print_plan(plan) -> None:
     for column in ("step", "rule", "removed"):
         filters.add_column(column, justify="right" if column == "removed" else "left")
     filters.add_row("inputs", f"{len(plan.manifests)} manifest(s), {plan.rows_read:,} rows", "")
+    if plan.skipped:
+        filters.add_row(
+            "not read", "no component selects their rows: " + ", ".join(plan.skipped), ""
+        )
     filters.add_row(
         "unselected", "rows no component selects", f"{plan.rows_read - plan.candidates:,}"
     )
@@ -149,10 +159,12 @@ def _print_plan(plan) -> None:
 
 
 def list_command(workspace: Path | None = WorkspaceOption, json_output: bool = JsonOption) -> None:
-    """List built mixture versions, oldest first within each name."""
-    from curate.mixtures import list_mixtures
+    """List built mixture versions, oldest first within each name; * marks the current one."""
+    from curate.mixtures import list_mixtures, load_mixture
 
-    found = list_mixtures(workspace_from(workspace))
+    ws = workspace_from(workspace)
+    found = list_mixtures(ws)
+    current = {name: load_mixture(ws, name).version for name in {m.name for m in found}}
     if json_output:
         print_json(
             [
@@ -163,6 +175,7 @@ def list_command(workspace: Path | None = WorkspaceOption, json_output: bool = J
                     "created": m.created,
                     "rows": m.rows,
                     "stages": {s: m.meta["stages"][s]["rows"] for s in m.stages},
+                    "current": current[m.name] == m.version,
                 }
                 for m in found
             ]
@@ -173,7 +186,8 @@ def list_command(workspace: Path | None = WorkspaceOption, json_output: bool = J
         table.add_column(column)
     for m in found:
         stages = ", ".join(f"{s} {m.meta['stages'][s]['rows']:,}" for s in m.stages)
-        table.add_row(m.name, m.version, m.created, f"{m.rows:,}", stages)
+        mark = " *" if current[m.name] == m.version else ""
+        table.add_row(m.name, m.version + mark, m.created, f"{m.rows:,}", stages)
     Console().print(table)
     if not found:
         typer.echo("no mixtures built yet; build one with `curate mix --recipe demo-mixed`")
@@ -181,7 +195,8 @@ def list_command(workspace: Path | None = WorkspaceOption, json_output: bool = J
 
 def show_command(
     ref: str = typer.Argument(
-        ..., help="NAME (latest version) or NAME@VERSION (a prefix is fine)."
+        ...,
+        help="NAME (its current version: the last built or rebuilt) or NAME@VERSION (a prefix is fine).",
     ),
     by: str = typer.Option("pair", "--by", help="Compose by 'pair' or 'source'."),
     workspace: Path | None = WorkspaceOption,

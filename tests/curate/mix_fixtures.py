@@ -1,14 +1,16 @@
 """Small manifests for the mixing tests, written the way `curate ingest` lays them out.
 
 `write_manifest` puts MANIFEST_SCHEMA rows in `manifests/<name>/rows/part-*.parquet`, a
-`stats.json` with a content fingerprint, optional signal sidecars and the `_COMPLETE` marker, so
-the tests do not depend on ingest (and on probing media) to exercise the mixer.
+`stats.json` with a content fingerprint and the by_pair/by_source/by_split/by_task counts,
+optional signal sidecars and the `_COMPLETE` marker, so the tests do not depend on ingest (and on
+probing media) to exercise the mixer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -150,8 +152,10 @@ def write_manifest(
     *,
     signals: Mapping[str, pa.Table | list[dict[str, Any]]] | None = None,
     part_rows: int | None = None,
+    counters: bool = True,
 ) -> Path:
-    """Write a complete manifest folder; returns it."""
+    """Write a complete manifest folder; returns it. `counters=False` leaves the by_pair,
+    by_source, by_split and by_task counts out of stats.json (as a hand-made manifest might)."""
     table = pa.Table.from_pylist(list(manifest_rows), schema=MANIFEST_SCHEMA)
     folder = workspace.manifest_dir(name)
     (folder / "rows").mkdir(parents=True, exist_ok=True)
@@ -165,12 +169,15 @@ def write_manifest(
         (folder / "signals").mkdir(exist_ok=True)
         sidecar = data if isinstance(data, pa.Table) else pa.Table.from_pylist(list(data))
         pq.write_table(sidecar, folder / "signals" / f"{signal}.parquet")
-    stats = {
+    stats: dict[str, Any] = {
         "read": table.num_rows,
         "accepted": table.num_rows,
         "rejected": 0,
         "fingerprint": digest.hexdigest(),
     }
+    if counters:  # what ingest writes; the mixer reads a manifest's pairs, sources... from them
+        for column in ("pair", "source", "split", "task"):
+            stats[f"by_{column}"] = dict(sorted(Counter(table.column(column).to_pylist()).items()))
     (folder / "stats.json").write_text(json.dumps(stats))
     (folder / "ingest.json").write_text(json.dumps({"fixture": True}))
     (folder / COMPLETE_MARKER).write_text("")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -187,7 +188,7 @@ def test_rebuilding_is_a_no_op_and_seed_or_input_changes_make_new_versions(ws: W
     write_manifest(ws, "text", rows("msmarco", 301, "t2t") + rows("nli", 100, "t2t"))
     changed = build(ws, recipe_text())
     assert changed.built and changed.version not in (first.version, reseeded.version)
-    versions = sorted(p.name for p in (ws.mixtures / "mix").iterdir())
+    versions = sorted(p.name for p in (ws.mixtures / "mix").iterdir() if p.is_dir())
     assert versions == sorted([first.version, reseeded.version, changed.version])
 
 
@@ -222,7 +223,9 @@ def test_stage_rows_follow_the_contract(ws: Workspace):
     assert first_hundred == {"text_text", "image_text", "video_text"}
     meta = json.loads((mixture.path / "mixture.json").read_text())
     assert meta["lineage"]["manifests"][0].keys() >= {"name", "fingerprint"}
-    assert {m["name"] for m in meta["lineage"]["manifests"]} == {"images", "videos", "text", "eval"}
+    # Only the manifests that can contribute rows: eval holds the test split, which no component
+    # selects, so it is neither in the lineage nor in the version.
+    assert [m["name"] for m in meta["lineage"]["manifests"]] == ["images", "text", "videos"]
     assert meta["recipe"]["name"] == "mix" and meta["seed"] == 0
     assert meta["tool"]["curate"] and meta["created"].endswith("Z")
 
@@ -268,10 +271,10 @@ def test_a_shortfall_is_reported_with_its_reason(ws: Workspace, policy: str, ima
 
 
 def test_leave_short_keeps_requested_counts_and_redistribute_fills_the_target(ws: Workspace):
-    short = build(ws, recipe_text(target=1500, policy="leave_short"), name="short")
+    short = build(ws, recipe_text("short", target=1500, policy="leave_short"), "short")
     comps = short.mixture.meta["stages"]["retrieval_adaptation"]["components"]
     assert [comps[c]["taken"] for c in ("text_text", "image_text", "video_text")] == [324, 588, 400]
-    full = build(ws, recipe_text(target=1500, policy="redistribute"), name="full")
+    full = build(ws, recipe_text("full", target=1500, policy="redistribute"), "full")
     comps = full.mixture.meta["stages"]["retrieval_adaptation"]["components"]
     taken = [comps[c]["taken"] for c in ("text_text", "image_text", "video_text")]
     assert sum(taken) == 1500 and taken[2] == 400
@@ -373,7 +376,7 @@ temperature = 100
     # coco has 400 t2i rows and cc3m 300: proportional would be 171/129, hot is nearly 150/150.
     assert abs(sources["coco"]["taken"] - 150) <= 2 and abs(sources["cc3m"]["taken"] - 150) <= 2
     cold = build(
-        ws, recipe_text(extra=extra.replace("temperature = 100", "temperature = 1")), "cold"
+        ws, recipe_text("cold", extra=extra.replace("temperature = 100", "temperature = 1")), "cold"
     )
     sources = cold.mixture.meta["stages"]["hot"]["components"]["image_text"]["sources"]
     assert (sources["coco"]["taken"], sources["cc3m"]["taken"]) == (171, 129)
@@ -501,7 +504,7 @@ HOSTILE = [
 def test_hostile_recipes_fail_with_one_line_and_no_side_effect(
     ws: Workspace, where: str, message: str
 ):
-    text = recipe_text().replace("weight = 21.6", f"weight = 21.6\n{where}")
+    text = recipe_text("hostile").replace("weight = 21.6", f"weight = 21.6\n{where}")
     path = write_recipe(ws.root / "recipes", "hostile", text)
     before = tree(ws.root)
     with pytest.raises(ConfigError) as caught:
@@ -516,14 +519,15 @@ def test_hostile_recipes_fail_with_one_line_and_no_side_effect(
     [
         ("weight = 21.6", "weight = 0", "`weight` must be > 0"),
         ("weight = 21.6", "weight = -1", "`weight` must be > 0"),
-        ('pairs = ["t2t"]', 'pairs = ["t2t"]\nsplits = ["nope"]', "selects no rows"),
+        # Every component selects nothing: no t2t row has the test split, no it2i or vt2v rows.
+        ('pairs = ["t2t"]', 'pairs = ["t2t"]\nsplits = ["test"]', "selects no rows"),
     ],
 )
 def test_bad_weights_and_empty_stages_fail_without_side_effects(
     ws: Workspace, old: str, new: str, message: str
 ):
-    text = recipe_text().replace(old, new, 1)
-    if "nope" in new:  # every component selects nothing
+    text = recipe_text("bad").replace(old, new, 1)
+    if "test" in new:
         text = text.replace('pairs = ["t2i", "i2t"]', 'pairs = ["it2i"]').replace(
             'pairs = ["t2v", "v2t"]', 'pairs = ["vt2v"]'
         )
@@ -555,7 +559,7 @@ def test_a_killed_build_leaves_no_version_and_its_leftovers_are_cleaned(ws: Work
         load_mixture(ws, "mix")
     result = build_mixture(ws, "mix")
     assert result.built and not leftover.exists()
-    assert sorted(p.name for p in folder.iterdir()) == [result.version]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [result.version]
 
 
 def test_cli_mix_json_and_errors(ws: Workspace):
@@ -722,3 +726,166 @@ weight = 1
     assert applied["video_duration"] == len(durations) - short
     kept = result.mixture.read_stage("s", columns=["duration"]).column("duration").to_pylist()
     assert len(kept) == short and max(kept) <= 15.0
+
+
+# --- selectors must name what exists; versions depend only on manifests that can contribute ------
+
+
+def run_cli(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CURATE_HOME": str(ws.root)}
+    return subprocess.run(
+        [sys.executable, "-m", "curate.cli", *args],
+        capture_output=True, text=True, env=env, cwd=ws.root, check=False,
+    )  # fmt: skip
+
+
+def test_a_component_naming_a_missing_manifest_is_a_one_line_error(ws: Workspace):
+    text = recipe_text("nomani").replace(
+        'pairs = ["t2t"]', 'pairs = ["t2t"]\nmanifests = ["coco-scc"]'
+    )
+    path = write_recipe(ws.root / "bad", "nomani", text)
+    before = tree(ws.root)
+    with pytest.raises(NotFoundError) as caught:
+        build_mixture(ws, path, dry_run=True)
+    message = str(caught.value)
+    assert "component retrieval_adaptation/text_text" in message
+    assert "['coco-scc']" in message and "known: eval, images, text, videos" in message
+    assert "\n" not in message
+    done = run_cli(ws, "mix", "--recipe", "bad/nomani.toml", "--dry-run")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "'coco-scc'" in done.stderr
+    # Every component naming manifests, one of them missing: the same error, naming it.
+    only = text.replace('pairs = ["t2i", "i2t"]', 'pairs = ["t2i", "i2t"]\nmanifests = ["images"]')
+    only = only.replace('pairs = ["t2v", "v2t"]', 'pairs = ["t2v", "v2t"]\nmanifests = ["videos"]')
+    with pytest.raises(
+        NotFoundError, match=r"component retrieval_adaptation/text_text: .*coco-scc"
+    ):
+        build_mixture(ws, write_recipe(ws.root / "bad", "nomani", only))
+    assert tree(ws.root) == before
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        (
+            'sources = ["coco-scc"]',
+            "sources ['coco-scc'] occur in none of the manifests it reads (eval, images, text, "
+            "videos); sources there: cc3m, coco, msmarco, msrvtt, nli, webvid",
+        ),
+        ('sources = ["coco", "Webvid"]', "sources ['Webvid'] occur in none"),
+        # A source that exists, but not in the manifests the component reads.
+        ('sources = ["webvid"]\nmanifests = ["images"]', "(images); sources there: cc3m, coco"),
+        ('splits = ["trian"]', "splits ['trian'] occur in none of the manifests it reads"),
+    ],
+)
+def test_a_source_or_split_no_input_holds_is_an_error_not_a_silent_shortfall(
+    ws: Workspace, selector: str, message: str
+):
+    text = recipe_text("nosrc").replace('pairs = ["t2i", "i2t"]', selector)
+    path = write_recipe(ws.root / "bad", "nosrc", text)
+    before = tree(ws.root)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            build_mixture(ws, path, dry_run=dry_run)
+        assert "component retrieval_adaptation/image_text" in str(caught.value)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert tree(ws.root) == before
+
+
+def test_selectors_that_exist_but_match_few_or_no_rows_stay_shortfalls(ws: Workspace):
+    # nli exists (100 rows): too few for its share is a shortfall, not an error.
+    text = recipe_text("few", target=2000).replace('pairs = ["t2t"]', 'sources = ["nli"]')
+    # i2i is a valid pair code no input has yet: a shortfall saying so (v3 relies on this).
+    text = text.replace('pairs = ["t2v", "v2t"]', 'pairs = ["i2i"]')
+    result = build(ws, text, "few")
+    comps = result.mixture.meta["stages"]["retrieval_adaptation"]["components"]
+    assert comps["text_text"]["taken"] == 100 and comps["text_text"]["shortfall"] > 0
+    assert comps["video_text"]["shortfall_reason"] == (
+        "no rows match its selector (pairs=['i2i'], splits=['train']); the inputs have no pair "
+        "i2i (pairs there: i2t, t2i, t2t)"
+    )
+
+
+def lineage(result) -> list[str]:
+    return [m["name"] for m in result.mixture.meta["lineage"]["manifests"]]
+
+
+def unrelated_manifests(ws: Workspace) -> None:
+    """An evaluation manifest, one of a pair no component selects, one whose test rows have a
+    selected pair and whose train rows do not (only the joint check can tell), and one without
+    by_* counters in its stats.json (read with a DISTINCT query instead)."""
+    write_manifest(ws, "eval-videos", rows("msrvtt", 40, "t2v", split="test"))
+    write_manifest(ws, "vqa", rows("vqav2", 30, "it2t"))
+    write_manifest(ws, "mixed", rows("flickr", 20, "t2i", split="test") + rows("flickr", 20, "i2i"))
+    write_manifest(ws, "bare", rows("coco", 10, "t2i", split="val"), counters=False)
+
+
+def test_manifests_no_component_can_read_change_no_version(ws: Workspace, tmp_path: Path):
+    first = build(ws, recipe_text())
+    assert lineage(first) == ["images", "text", "videos"]  # eval holds only the test split
+    stage = first.mixture.stages["retrieval_adaptation"]
+    unrelated_manifests(ws)
+    again = build(ws, recipe_text())
+    assert again.version == first.version and not again.built
+    assert sorted(again.plan.skipped) == ["bare", "eval", "eval-videos", "mixed", "vqa"]
+    dry = run_cli(ws, "mix", "--recipe", "mix", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["version"] == first.version, dry.stderr
+    assert json.loads(dry.stdout)["plan"]["skipped_manifests"] == sorted(again.plan.skipped)
+    # Built afresh in a workspace that had the unrelated manifests from the start: same bytes.
+    other = Workspace.resolve(tmp_path / "other")
+    standard_manifests(other)
+    unrelated_manifests(other)
+    fresh = build(other, recipe_text())
+    assert fresh.built and fresh.version == first.version and lineage(fresh) == lineage(first)
+    assert fresh.mixture.stages["retrieval_adaptation"].read_bytes() == stage.read_bytes()
+    # A manifest that does contribute (train t2i rows, read through the DISTINCT query) does
+    # change the version, and sits in the lineage in name order.
+    write_manifest(ws, "flickr", rows("flickr", 20, "t2i"), counters=False)
+    changed = build(ws, recipe_text())
+    assert changed.built and changed.version != first.version
+    assert lineage(changed) == ["flickr", "images", "text", "videos"]
+    assert "flickr" in changed.mixture.meta["rows_by_source"]
+
+
+def test_a_manifest_selected_only_by_its_split_enters_the_version(ws: Workspace):
+    text = recipe_text("evalmix").replace('pairs = ["t2t"]', 'pairs = ["t2t"]\nsplits = ["*"]')
+    # eval's test rows are t2i: only image_text could take them, and it selects "train" only.
+    assert lineage(build(ws, text, "evalmix")) == ["images", "text", "videos"]
+    wide = text.replace('pairs = ["t2i", "i2t"]', 'pairs = ["t2i", "i2t"]\nsplits = ["test"]')
+    result = build(ws, wide.replace('name = "evalmix"', 'name = "evalmix2"'), "evalmix2")
+    assert lineage(result) == ["eval", "text", "videos"]
+
+
+# --- one name, one recipe file --------------------------------------------------------------------
+
+
+def test_a_copied_recipe_cannot_build_versions_of_the_original_name(ws: Workspace):
+    from dataclasses import replace
+
+    from curate.recipe import load_recipe
+
+    original = build(ws, recipe_text("img-text"), "img-text")
+    changed = recipe_text("img-text", target=300)  # the copy keeps the name, changes the content
+    before = tree(ws.root)
+    nosrc = write_recipe(ws.root / "bad", "nosrc", changed)
+    with pytest.raises(ConfigError) as caught:
+        build_mixture(ws, nosrc)
+    assert "is named 'img-text' but its file is nosrc.toml" in str(caught.value)
+    assert 'make them match: set name = "nosrc"' in str(caught.value)
+    assert "'img-text' is the name of" in str(caught.value) and "\n" not in str(caught.value)
+    same_stem = write_recipe(ws.root / "bad", "img-text", changed)
+    with pytest.raises(ConfigError, match=r"takes the name 'img-text' of .*mixtures/img-text.toml"):
+        build_mixture(ws, same_stem, dry_run=True)
+    with pytest.raises(ConfigError, match="takes the name 'img-text'"):
+        build_mixture(ws, replace(load_recipe(same_stem), path=None))  # a Recipe made in code
+    for path in ("bad/nosrc.toml", "bad/img-text.toml"):
+        done = run_cli(ws, "mix", "--recipe", path)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    shutil.rmtree(ws.root / "bad")
+    assert tree(ws.root) == before  # nothing built
+    assert load_mixture(ws, "img-text").version == original.version
+    # The file `--recipe img-text` finds may be given by its path; a shipped name is taken too.
+    by_path = build_mixture(ws, ws.mixtures / "img-text.toml")
+    assert by_path.version == original.version and not by_path.built
+    with pytest.raises(ConfigError, match="takes the name 'v3' of"):
+        build_mixture(ws, write_recipe(ws.root / "bad", "v3", recipe_text("v3")))

@@ -72,6 +72,29 @@ def test_refs_resolve_to_the_latest_or_a_unique_version_prefix(ws: Workspace):
         parse_ref("../m")
 
 
+def test_rebuilding_an_earlier_recipe_state_makes_its_version_current_again(ws: Workspace):
+    first = make(ws, "m", ["a"])
+    edited = make(ws, "m", ["a", "b"])  # the recipe file edited: a new version, now current
+    assert load_mixture(ws, "m").version == edited.version
+    back = make(ws, "m", ["a"])  # the edit undone: the first version, built before
+    assert not back.built and back.version == first.version
+    assert load_mixture(ws, "m").version == first.version
+    assert (ws.mixtures / "m" / "CURRENT").read_text() == first.version + "\n"
+    listed = CliRunner().invoke(app, ["mixtures", "list", "--workspace", str(ws.root), "--json"])
+    assert {m["version"]: m["current"] for m in json.loads(listed.output)} == {
+        first.version: True, edited.version: False,
+    }  # fmt: skip
+    shown = CliRunner().invoke(app, ["mix", "--recipe", "m", "--workspace", str(ws.root)])
+    assert "already built" in shown.output
+    # A dry run changes nothing; a CURRENT naming a version that is gone falls back to the newest.
+    make_dry = build_mixture(ws, "m", seed=9, dry_run=True)
+    assert not make_dry.built and load_mixture(ws, "m").version == first.version
+    shutil.rmtree(first.path)
+    assert load_mixture(ws, "m").version == edited.version
+    (ws.mixtures / "m" / "CURRENT").write_text("not a version\n")
+    assert load_mixture(ws, "m").version == edited.version
+
+
 def test_list_and_composition(ws: Workspace):
     make(ws, "ab", ["a", "b"])
     make(ws, "bc", ["b", "c"])
