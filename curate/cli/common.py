@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console as _RichConsole
 from rich.table import Table as _RichTable
 
 from curate.workspace import Workspace
@@ -42,3 +44,17 @@ class Table(_RichTable):
             # Headers are single words or short phrases: never fold them mid-word.
             kwargs.setdefault("min_width", max(len(word) for word in header.split()))
         super().add_column(*args, **kwargs)
+
+
+#: Width of output that goes to a file or a pipe: wide tables are kept whole rather than cropped
+#: to rich's default of 80 columns (set COLUMNS to choose another).
+PIPE_WIDTH = 160
+
+
+class Console(_RichConsole):
+    """A rich Console that, writing to a pipe or file, lays out for PIPE_WIDTH columns."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "width" not in kwargs and not self.is_terminal and not os.environ.get("COLUMNS"):
+            self.width = PIPE_WIDTH

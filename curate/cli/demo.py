@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 from curate.errors import ConfigError
 
 STEPS = ("ingest", "score", "mix", "ablate", "report")

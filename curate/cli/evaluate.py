@@ -79,8 +79,7 @@ def eval_command(
     json_output: bool = JsonOption,
 ) -> None:
     """Evaluate a trained run on a retrieval suite and write the results into the run folder."""
-    from rich.console import Console
-
+    from curate.cli.common import Console
     from train.evaluate import eval_dir, evaluate_run
 
     ws = workspace_from(workspace)
@@ -146,8 +145,7 @@ def ablate_command(
     json_output: bool = JsonOption,
 ) -> None:
     """Train and evaluate every (mixture, loss, seed) cell and append to the results store."""
-    from rich.console import Console
-
+    from curate.cli.common import Console
     from train.ablate import AblationSpec, failure_lines, run_ablation, summary_rows
     from train.config import parse_override
 

@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 from curate.errors import ConfigError, InputError
 
 if TYPE_CHECKING:

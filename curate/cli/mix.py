@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 
 MIX_EPILOG = """
 One name, one recipe file: the recipe's `name` decides where its versions go and what NAME

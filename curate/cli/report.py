@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 from curate.errors import ConfigError
 
 REPORT_EPILOG = """

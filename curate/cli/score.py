@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
-from curate.cli.common import JsonOption, Table, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 from curate.errors import ConfigError
 
 SCORE_EPILOG = """

@@ -74,9 +74,7 @@ def train_command(
 
 
 def _print_summary(summary: dict) -> None:
-    from rich.console import Console
-
-    from curate.cli.common import Table
+    from curate.cli.common import Console, Table
 
     console = Console()
     table = Table(title=f"run {summary['run']}")

@@ -213,3 +213,22 @@ def test_main_passes_on_an_exit_code_a_command_returns(monkeypatch) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main()
     assert info.value.code == 3
+
+
+def test_output_to_a_pipe_is_laid_out_wide_not_cropped(monkeypatch) -> None:
+    import io
+
+    from curate.cli.common import PIPE_WIDTH, Console, Table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    buffer = io.StringIO()  # not a terminal
+    console = Console(file=buffer)
+    assert console.width == PIPE_WIDTH
+    table = Table()
+    for index in range(12):
+        table.add_column(f"column{index}")
+    table.add_row(*(f"value-{index}" for index in range(12)))
+    console.print(table)
+    assert "value-11" in buffer.getvalue()  # the last column is there, whole
+    monkeypatch.setenv("COLUMNS", "100")
+    assert Console(file=io.StringIO()).width == 100  # COLUMNS still decides when set
