@@ -196,6 +196,8 @@ def ingest(
         if options.require_rows and not stats["accepted"]:
             _refuse_empty(work_dir, path, stats)
         _swap_into_place(work_dir, final_dir)
+        # A failed attempt kept for inspection is stale once the manifest is built.
+        shutil.rmtree(workspace.manifests / f".{options.name}.rejected", ignore_errors=True)
         manifest = Manifest(options.name, final_dir)
         return IngestResult(manifest, manifest.stats, up_to_date=False)
 

@@ -173,6 +173,7 @@ def test_an_ingest_that_accepts_nothing_fails_and_keeps_the_manifest_in_place(
     (tmp_path / "v_x.mp4.away").rename(tmp_path / "videos" / "v_x.mp4")
     fixed = CliRunner().invoke(app, [*argv_b, str(tmp_path / "videos")])
     assert fixed.exit_code == 0 and "1 accepted" in fixed.output and "written" in fixed.output
+    assert not (tmp_path / "manifests" / ".b.rejected").exists()  # stale once built
 
 
 def test_formats_and_ingest_help_are_readable_in_80_columns() -> None:
