@@ -81,6 +81,7 @@ from curate.mixtures import (
     MIXTURE_FILE,
     MIXTURE_ROW_SCHEMA,
     Mixture,
+    MixtureWriteError,
     load_mixture,
     set_current,
 )
@@ -235,6 +236,9 @@ class MixResult:
     mixture: Mixture | None  # None for a dry run
     built: bool  # False when the version existed already (or dry run)
     path: Path  # the version folder (existing or not)
+    # Problems that did not fail the command (a rebuild that could not update CURRENT); each is
+    # also the last of plan.notes, which `curate mix` prints.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def version(self) -> str:
@@ -1407,6 +1411,12 @@ def build_mixture(
     With `dry_run` nothing is written: the result carries the plan and the version it would have.
     Everything a user can get wrong (recipe, columns, predicates) fails before anything is read
     or written.
+
+    The version built or found becomes NAME's current one (`mixtures/NAME/CURRENT`, written only
+    when it changes). When CURRENT cannot be written, a build raises MixtureWriteError (the
+    version is complete; rerunning once CURRENT is writable makes it current), while a rebuild of
+    a version that exists succeeds with a warning in `warnings`: it has its answer, and failing
+    would refuse read-only and shared workspaces a command that only needs to read.
     """
     recipe = resolve_recipe(workspace, recipe)
     if seed is not None:
@@ -1417,9 +1427,15 @@ def build_mixture(
     if (final / MIXTURE_FILE).is_file() and not dry_run:
         existing = load_mixture(workspace, f"{recipe.name}@{version}")
         plan = _plan_from_meta(recipe, version, inputs, existing.meta)
-        # Built before: what the recipe means now, so what NAME resolves to again.
-        set_current(workspace, recipe.name, version)
-        return MixResult(plan=plan, mixture=existing, built=False, path=final)
+        warnings: list[str] = []
+        try:
+            # Built before: what the recipe means now, so what NAME resolves to again.
+            set_current(workspace, recipe.name, version)
+        except MixtureWriteError as error:
+            resolved = load_mixture(workspace, recipe.name).ref
+            warnings.append(f"{error}; `{recipe.name}` still resolves to {resolved}")
+            plan.notes.extend(warnings)
+        return MixResult(plan=plan, mixture=existing, built=False, path=final, warnings=warnings)
 
     compiled = _compile(recipe, inputs)
     read_paths = [f for m in inputs.manifests for f in m.files]
@@ -1446,7 +1462,10 @@ def build_mixture(
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
-    set_current(workspace, recipe.name, version)
+    try:
+        set_current(workspace, recipe.name, version)
+    except MixtureWriteError as error:
+        raise MixtureWriteError(f"wrote {recipe.name}@{version} to {final}, but {error}") from None
     mixture = load_mixture(workspace, f"{recipe.name}@{version}")
     return MixResult(plan=plan, mixture=mixture, built=built, path=final)
 

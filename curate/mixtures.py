@@ -12,12 +12,14 @@ immutable version. The trainer, the ablation runner and the report read mixtures
 A plain NAME means the *current* version: the one the last `curate mix` of that name built or
 found already built, recorded in `<workspace>/mixtures/<name>/CURRENT` (one line, the version id,
 replaced atomically). So rebuilding an older recipe state makes that version current again rather
-than only saying it exists. Without a valid CURRENT (older workspaces, a deleted version), NAME
-is the most recently created version.
+than only saying it exists. Without a valid CURRENT (older workspaces, a deleted version, a file
+that cannot be read), NAME is the most recently created version. CURRENT is written only when it
+changes, so a rebuild of the current version only reads (and works on a read-only workspace).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import ConfigError, NotFoundError
+from curate.errors import ConfigError, CurateError, NotFoundError
 from curate.schema import MANIFEST_SCHEMA, MANIFEST_SCHEMA_VERSION, check_schema
 from curate.workspace import Workspace, check_name
 
@@ -54,6 +56,11 @@ MIXTURE_ROW_SCHEMA: Final = pa.schema(
         "curate.schema_version": str(MANIFEST_SCHEMA_VERSION),
     },
 )
+
+
+class MixtureWriteError(CurateError):
+    """A file of a mixture (its CURRENT pointer) cannot be written: a read-only or shared
+    workspace, a full disk, or something else (a directory) where the file goes."""
 
 
 @dataclass(frozen=True)
@@ -149,21 +156,44 @@ def current_version(workspace: Workspace, name: str) -> str | None:
     folder = workspace.mixtures / check_name(name, what="mixture name")
     try:
         version = (folder / CURRENT_FILE).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-        return None
+    except (OSError, UnicodeDecodeError):
+        return None  # missing, a directory, unreadable: not a valid CURRENT (see module docstring)
     if not version or not set(version) <= _VERSION_CHARS:
         return None
     return version if (folder / version / MIXTURE_FILE).is_file() else None
 
 
-def set_current(workspace: Workspace, name: str, version: str) -> None:
-    """Make `version` (a built version of `name`) what a plain NAME resolves to."""
+def set_current(workspace: Workspace, name: str, version: str) -> bool:
+    """Make `version` (a built version of `name`) what a plain NAME resolves to.
+
+    Returns False, writing nothing, when CURRENT already records `version`; True when it was
+    written. Raises MixtureWriteError (one line) when CURRENT cannot be written; the temporary
+    file it is written through never stays behind.
+    """
     folder = workspace.mixtures / check_name(name, what="mixture name")
     if not (folder / version / MIXTURE_FILE).is_file():
         raise NotFoundError(f"mixture {name!r} has no built version {version!r} in {folder}")
+    if current_version(workspace, name) == version:
+        return False
+    target = folder / CURRENT_FILE
     tmp = folder / f".{CURRENT_FILE}.{os.getpid()}"
-    tmp.write_text(version + "\n", encoding="utf-8")
-    os.replace(tmp, folder / CURRENT_FILE)  # atomic: readers see the old or the new id
+    try:
+        tmp.write_text(version + "\n", encoding="utf-8")
+        os.replace(tmp, target)  # atomic: readers see the old or the new id
+    except OSError as error:
+        fix = (
+            f"remove the directory {target}"
+            if target.is_dir()
+            else f"make {folder} writable for this user"
+        )
+        raise MixtureWriteError(
+            f"could not make {name}@{version} current: writing {target} failed "
+            f"({error.strerror or error}); {fix}, then rerun `curate mix --recipe {name}`"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # gone already after the rename
+    return True
 
 
 def load_mixture(workspace: Workspace, ref: str) -> Mixture:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -156,7 +157,9 @@ class Recipe:
     filters: Filters = field(default_factory=Filters)
     batching: str | None = None
     manifests: tuple[str, ...] = ()  # restrict the inputs; empty: every manifest of the workspace
-    path: Path | None = None  # where it was read from (not part of its identity)
+    # Where it was read from, absolute but with symlinks kept: its stem is the name the file was
+    # given or found by (not part of its identity).
+    path: Path | None = None
 
     def canonical(self) -> dict[str, Any]:
         """Everything that decides the rows, with defaults filled in (not the description)."""
@@ -189,19 +192,20 @@ def find_recipe(workspace: Workspace, ref: str | Path) -> Path:
     """The TOML file a `--recipe` value names: a path, else a name in the workspace or shipped.
 
     Names are looked up as `<workspace>/mixtures/<name>.toml`, then in the recipes shipped with
-    curate (`mixtures/` next to the package).
+    curate (`mixtures/` next to the package). The path is made absolute but symlinks are kept:
+    `mixtures/team.toml` linking to `team-2026-11.toml` is the recipe file `team.toml`.
     """
     text = str(ref)
     if text.endswith(".toml") or "/" in text or Path(text).is_absolute():
         path = Path(text).expanduser()
         if not path.is_file():
             raise NotFoundError(f"recipe file {path} does not exist")
-        return path.resolve()
+        return path.absolute()
     check_name(text, what="recipe name")
     for folder in (workspace.mixtures, SHIPPED_RECIPES):
         candidate = folder / f"{text}.toml"
         if candidate.is_file():
-            return candidate.resolve()
+            return candidate.absolute()
     known = sorted({p.stem for p in available_recipes(workspace)})
     raise NotFoundError(
         f"no recipe named {text!r} in {workspace.mixtures} or the shipped recipes "
@@ -220,14 +224,18 @@ def check_recipe_owns_name(workspace: Workspace, recipe: Recipe) -> None:
     - no other recipe file answers to that name: when `<workspace>/mixtures/NAME.toml` (or else
       a shipped NAME.toml) exists, only that file builds versions of NAME.
 
-    A Recipe built in code (no file) may not take the name of a recipe file either.
+    A Recipe built in code (no file) may not take the name of a recipe file either. The stem is
+    that of the path the file was given or found by, symlinks kept, and the file `--recipe NAME`
+    finds is accepted under any path (`os.path.samefile`): a workspace's `team.toml` may link to
+    `team-2026-11.toml`, and that file may be given by its own path.
     """
     where = recipe._where()
     try:
         owner: Path | None = find_recipe(workspace, recipe.name)
     except NotFoundError:
         owner = None  # no recipe file answers to this name: it is free
-    if recipe.path is not None and recipe.path.stem != recipe.name:
+    is_owner = owner is not None and recipe.path is not None and _same_file(owner, recipe.path)
+    if recipe.path is not None and not is_owner and recipe.path.stem != recipe.name:
         fix = f'set name = "{recipe.path.stem}" (or leave `name` out)'
         if owner is None:
             fix = f"rename the file to {recipe.name}.toml or {fix}"
@@ -238,13 +246,21 @@ def check_recipe_owns_name(workspace: Workspace, recipe: Recipe) -> None:
             f"decides where versions go ({workspace.mixtures / recipe.name}/) and what "
             f"`--recipe {recipe.name}` finds, so make them match: {fix}"
         )
-    if owner is not None and (recipe.path is None or owner != recipe.path.resolve()):
+    if owner is not None and not is_owner:
         raise ConfigError(
             f"{where} takes the name {recipe.name!r} of {owner}, the recipe `--recipe "
             f"{recipe.name}` finds and whose versions `{recipe.name}` resolves to; one name is "
             f"built from one recipe file: edit {owner.name} to change the mixture, or give the "
             "copy a new name (file and `name` alike)"
         )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (False when either is gone)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def available_recipes(workspace: Workspace) -> list[Path]:
@@ -311,7 +327,7 @@ def recipe_from_dict(
         manifests=manifests,
         filters=filters,
         stages=stages,
-        path=path.resolve() if path else None,
+        path=path.absolute() if path else None,
     )
 
 

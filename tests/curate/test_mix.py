@@ -889,3 +889,17 @@ def test_a_copied_recipe_cannot_build_versions_of_the_original_name(ws: Workspac
     assert by_path.version == original.version and not by_path.built
     with pytest.raises(ConfigError, match="takes the name 'v3' of"):
         build_mixture(ws, write_recipe(ws.root / "bad", "v3", recipe_text("v3")))
+
+
+def test_a_workspace_recipe_may_be_a_symlink_to_a_dated_file(ws: Workspace):
+    dated = write_recipe(ws.root / "team-recipes", "team-2026-11", recipe_text("team"))
+    ws.mixtures.mkdir(parents=True, exist_ok=True)
+    (ws.mixtures / "team.toml").symlink_to(dated)
+    dry = run_cli(ws, "mix", "--recipe", "team", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: would write team@" in dry.stdout
+    built = build_mixture(ws, "team")
+    assert built.built and load_mixture(ws, "team").version == built.version
+    assert built.mixture.meta["recipe_path"] == str(ws.mixtures / "team.toml")
+    by_target = build_mixture(ws, dated)  # the same file, given by the path it links to
+    assert not by_target.built and by_target.version == built.version

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +16,14 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.errors import ConfigError, NotFoundError
 from curate.mix import build_mixture
-from curate.mixtures import composition, diff_mixtures, list_mixtures, load_mixture, parse_ref
+from curate.mixtures import (
+    MixtureWriteError,
+    composition,
+    diff_mixtures,
+    list_mixtures,
+    load_mixture,
+    parse_ref,
+)
 from curate.workspace import Workspace
 from tests.curate.mix_fixtures import rows, write_manifest, write_recipe
 
@@ -93,6 +103,87 @@ def test_rebuilding_an_earlier_recipe_state_makes_its_version_current_again(ws: 
     assert load_mixture(ws, "m").version == edited.version
     (ws.mixtures / "m" / "CURRENT").write_text("not a version\n")
     assert load_mixture(ws, "m").version == edited.version
+
+
+def deny_current_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Make renaming onto any CURRENT fail as on a read-only workspace (chmod does not stop
+    root); returns the CURRENT paths a write was tried on."""
+    real_replace = os.replace
+    tried: list[Path] = []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "CURRENT":
+            tried.append(Path(dst))
+            raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return tried
+
+
+def pointer_temps(ws: Workspace, name: str) -> list[str]:
+    return sorted(p.name for p in (ws.mixtures / name).glob("*CURRENT*"))
+
+
+def test_rebuilding_the_current_version_writes_nothing(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+):
+    first = make(ws, "m", ["a"])
+    tried = deny_current_writes(monkeypatch)
+    again = build_mixture(ws, "m")
+    assert not again.built and again.version == first.version
+    assert again.warnings == [] and tried == []  # CURRENT already said so: not even tried
+    assert load_mixture(ws, "m").version == first.version
+
+
+def test_current_that_cannot_be_written_warns_on_a_rebuild_and_fails_a_build(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+):
+    first = make(ws, "m", ["a"])
+    edited = make(ws, "m", ["a", "b"])
+    tried = deny_current_writes(monkeypatch)
+    # A rebuild of an existing version has its answer: it succeeds, saying CURRENT is unchanged.
+    back = make(ws, "m", ["a"])
+    assert not back.built and back.version == first.version and tried
+    [warning] = back.warnings
+    assert f"could not make m@{first.version} current" in warning and "\n" not in warning
+    assert "Permission denied" in warning and "writable" in warning
+    assert warning.endswith(f"`m` still resolves to m@{edited.version}")
+    assert back.plan.notes[-1] == warning  # what `curate mix` prints
+    assert load_mixture(ws, "m").version == edited.version
+    shown = CliRunner().invoke(app, ["mix", "--recipe", "m", "--workspace", str(ws.root)])
+    assert shown.exit_code == 0, shown.output
+    assert "note: could not make m@" in shown.output and "already built" in shown.output
+    # A real build wrote its version, so failing to make it current is a one-line error.
+    with pytest.raises(MixtureWriteError) as caught:
+        make(ws, "m", ["c"])
+    message = str(caught.value)
+    assert message.startswith("wrote m@") and "could not make m@" in message
+    assert "then rerun `curate mix --recipe m`" in message and "\n" not in message
+    assert load_mixture(ws, "m").version == edited.version
+    assert pointer_temps(ws, "m") == ["CURRENT"]  # no `.CURRENT.<pid>` left behind
+    # Writable again, the rerun the message asks for makes the new version current.
+    monkeypatch.undo()
+    rerun = build_mixture(ws, "m")
+    assert not rerun.built and rerun.warnings == []
+    assert load_mixture(ws, "m").version == rerun.version not in (first.version, edited.version)
+
+
+def test_a_directory_named_current(ws: Workspace):
+    first = make(ws, "m", ["a"])
+    current = ws.mixtures / "m" / "CURRENT"
+    current.unlink()
+    current.mkdir()
+    assert load_mixture(ws, "m").version == first.version  # not a valid CURRENT: the newest
+    again = make(ws, "m", ["a"])
+    [warning] = again.warnings
+    assert not again.built and f"remove the directory {current}" in warning
+    assert pointer_temps(ws, "m") == ["CURRENT"]
+    with pytest.raises(MixtureWriteError, match=r"^wrote m@.*remove the directory .*CURRENT"):
+        make(ws, "m", ["b"])
+    assert pointer_temps(ws, "m") == ["CURRENT"]
+    current.rmdir()
+    assert build_mixture(ws, "m").version == load_mixture(ws, "m").version != first.version
 
 
 def test_list_and_composition(ws: Workspace):

@@ -11,6 +11,7 @@ from curate.errors import ConfigError, NotFoundError
 from curate.recipe import (
     SHIPPED_RECIPES,
     available_recipes,
+    check_recipe_owns_name,
     find_recipe,
     load_recipe,
     recipe_from_dict,
@@ -168,6 +169,38 @@ def test_recipe_lookup_prefers_the_workspace_then_shipped(tmp_path: Path):
         find_recipe(ws, "nowhere/r.toml")
     with pytest.raises(ConfigError, match="invalid recipe name"):
         find_recipe(ws, "..")
+
+
+def test_a_symlinked_recipe_file_answers_to_the_name_of_the_link(tmp_path: Path):
+    ws = Workspace.resolve(tmp_path / "ws")
+    ws.mixtures.mkdir(parents=True)
+    (tmp_path / "team-recipes").mkdir()
+    dated = write(tmp_path / "team-recipes", MINIMAL.replace('"tiny"', '"team"'), "team-2026-11")
+    link = ws.mixtures / "team.toml"
+    link.symlink_to(dated)
+    # Found by name or by path, the file is the link: its stem, not the target's.
+    assert find_recipe(ws, "team") == link
+    assert find_recipe(ws, str(link)) == link
+    recipe = load_recipe(find_recipe(ws, "team"))
+    assert recipe.path == link and recipe.name == "team"
+    check_recipe_owns_name(ws, recipe)
+    # The file `--recipe team` finds may be given by its own path too.
+    check_recipe_owns_name(ws, load_recipe(dated))
+    # Without `name`, a recipe is named after the link it was found by.
+    write(tmp_path / "team-recipes", MINIMAL.replace('name = "tiny"\n', ""), "crew-2026-11")
+    (ws.mixtures / "crew.toml").symlink_to(tmp_path / "team-recipes" / "crew-2026-11.toml")
+    assert load_recipe(find_recipe(ws, "crew")).name == "crew"
+    # A copy of the file is another recipe file: it may not take the name, under a link either.
+    copy = write(tmp_path, dated.read_text(), "team")
+    with pytest.raises(ConfigError, match=r"takes the name 'team' of .*ws/mixtures/team\.toml"):
+        check_recipe_owns_name(ws, load_recipe(copy))
+    other = ws.mixtures / "other.toml"
+    other.symlink_to(copy)
+    with pytest.raises(ConfigError) as caught:
+        check_recipe_owns_name(ws, load_recipe(other))
+    message = str(caught.value)
+    assert "is named 'team' but its file is other.toml" in message
+    assert f"'team' is the name of {link}" in message and "\n" not in message
 
 
 def test_the_documented_example_is_a_valid_recipe(tmp_path: Path):
