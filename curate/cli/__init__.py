@@ -80,6 +80,16 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as error:
+        # The machine said no (a read-only workspace, a full disk, a missing permission): the
+        # user can act on one line naming the file; a traceback would bury it.
+        where = f": {error.filename}" if error.filename else ""
+        typer.echo(
+            f"error: {error.strerror or error}{where}; check that the workspace and the files "
+            "named are writable and the disk has room",
+            err=True,
+        )
+        sys.exit(1)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:

@@ -233,3 +233,20 @@ def test_output_to_a_pipe_is_laid_out_wide_not_cropped(monkeypatch) -> None:
     assert "value-11" in buffer.getvalue()  # the last column is there, whole
     monkeypatch.setenv("COLUMNS", "100")
     assert Console(file=io.StringIO()).width == 100  # COLUMNS still decides when set
+
+
+def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys) -> None:
+    import curate.cli as cli
+
+    def read_only(standalone_mode: bool) -> None:
+        raise PermissionError(13, "Permission denied", "/data/ws/mixtures/v3")
+
+    monkeypatch.setattr(cli, "app", read_only)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "error: Permission denied: /data/ws/mixtures/v3; check that the workspace"
+    )
