@@ -64,6 +64,9 @@ Launcher = Literal["local", "torchrun", "slurm"]
 LAUNCHERS: Final[tuple[str, ...]] = get_args(Launcher)
 CellState = Literal["pending", "skipped", "running", "done", "failed"]
 
+#: Characters of a failure's traceback kept in log.jsonl (the end, where the exception is).
+MAX_TRACEBACK: Final = 64_000
+
 #: train_run's signature: (mixture=, workspace=, config=, out_dir=, progress=) -> run folder.
 TrainFn = Callable[..., Path]
 
@@ -339,8 +342,54 @@ class CellStatus:
                 "seconds": round(self.seconds, 3), "metrics": self.metrics}  # fmt: skip
 
 
+def one_line(text: str) -> str:
+    """`text` with its lines stripped and joined by spaces (reasons in summaries are one line)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _submitit_error(error: BaseException, name: str) -> bool:
+    """Whether `error` is submitit's exception class `name` (or a subclass); submitit is only
+    imported by the slurm launcher, so its classes are matched by name."""
+    return any(
+        k.__name__ == name and k.__module__.startswith("submitit.") for k in type(error).__mro__
+    )
+
+
+def _is_rule(line: str) -> bool:
+    """submitit puts a row of dashes above and below the trace or error stream it quotes."""
+    stripped = line.strip()
+    return len(stripped) >= 10 and set(stripped) == {"-"}
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a cell failed, on one line, for tables, --json and status.json (log.jsonl keeps the
+    full traceback).
+
+    Mostly `Type: message` with newlines collapsed. submitit's FailedJobError quotes the job's
+    whole remote traceback between two rules of dashes: its reason is the traceback's last
+    non-empty line, the remote exception. Its UncompletedJobError (a job that wrote no result:
+    timed out, cancelled, killed) quotes the job's error stream: its reason is the heading
+    ("Job 12 ... has not produced any output (state: TIMEOUT)") and the stream's last line.
+
+    >>> failure_reason(ValueError("two\\nlines"))
+    'ValueError: two lines'
+    """
+    text = str(error)
+    lines = text.splitlines()
+    rules = [i for i, line in enumerate(lines) if _is_rule(line)]
+    if rules and _submitit_error(error, "UncompletedJobError"):  # FailedJobError is one too
+        end = rules[1] if len(rules) > 1 else len(lines)
+        quoted = [line.strip() for line in lines[rules[0] + 1 : end] if line.strip()]
+        if quoted and _submitit_error(error, "FailedJobError"):
+            return quoted[-1]
+        if quoted:
+            heading = one_line("\n".join(lines[: rules[0]]))
+            return f"{type(error).__name__}: {heading} {quoted[-1]}"
+    return one_line(f"{type(error).__name__}: {text}")
+
+
 def failures(statuses: Sequence[CellStatus]) -> list[dict[str, Any]]:
-    """The failed cells as plain data: which cell, its run folder and the full reason."""
+    """The failed cells as plain data: which cell, its run folder and its one-line reason."""
     return [
         {"run_id": s.cell.run_id, "cell": s.cell.label, "mixture": s.cell.mixture.name,
          "loss": s.cell.loss, "seed": s.cell.seed, "run_dir": str(s.cell.run_dir),
@@ -619,9 +668,11 @@ def run_ablation(
 
     def fail(status: CellStatus, error: BaseException) -> None:
         status.state = "failed"
-        status.error = f"{type(error).__name__}: {error}"
+        status.error = failure_reason(error)
+        # The full traceback (a slurm job's remote one included) goes to log.jsonl only; its end
+        # is kept when a job's quoted error stream is very long.
         journal.log("failed", status, error=status.error,
-                    traceback="".join(traceback.format_exception(error))[-4000:])  # fmt: skip
+                    traceback="".join(traceback.format_exception(error))[-MAX_TRACEBACK:])  # fmt: skip
         report("failed", status)
 
     todo: list[CellStatus] = []
@@ -752,11 +803,11 @@ def summary_rows(
             value = status.metrics.get(task, {}).get(metric)
             values.append("-" if value is None else f"{value:.3f}")
         cell = status.cell
-        # A failure's reason is too long for a column: failure_lines gives it in full.
+        # A failure's reason is too long for a column: failure_lines gives it.
         rows.append([cell.mixture.name, cell.loss, str(cell.seed), status.state, *values])
     return header, rows
 
 
 def failure_lines(result: AblationResult) -> list[str]:
-    """One line per failed cell with its full reason, to print below the summary table."""
+    """One line per failed cell with its reason, to print below the summary table."""
     return [f"failed: {s.cell.label} (run {s.cell.run_id}): {s.error}" for s in result.failed]

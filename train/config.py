@@ -187,8 +187,9 @@ def load_train_config(
     """Load `train/configs/<name>.toml` (or a TOML path) and apply dotted-key overrides.
 
     Overrides address nested fields and stages by index: {"stages.1.loss": "infonce",
-    "media.max_frames": 8, "seed": 2}. Each is checked against the config's fields before it is
-    applied, so a bad key or value is blamed on the override (`--set KEY=VALUE`), not on the file.
+    "media.max_frames": 8, "seed": 2}. They apply in order, each checked against the config's
+    fields as the earlier ones left it, so a bad key or value is blamed on the override
+    (`--set KEY=VALUE`), not on the file.
     """
     path = Path(name_or_path)
     if path.suffix != ".toml":
@@ -206,9 +207,11 @@ def load_train_config(
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
     data.setdefault("name", path.stem)
+    # One at a time, in order: an override is checked against the config as the earlier ones
+    # left it (`stages=[...]` with three tables, then `stages.2.loss=...`).
     for key, value in (overrides or {}).items():
         check_override(data, key, value)
-    data = apply_overrides(data, overrides or {})
+        data = apply_overrides(data, {key: value})
     return TrainConfig.from_dict(data, where=str(path))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.text import Text
 
 from curate.cli.common import (
     Console,
@@ -14,7 +16,11 @@ from curate.cli.common import (
     print_json,
     workspace_from,
 )
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
+
+if TYPE_CHECKING:
+    from curate.demo import DemoResult
+    from curate.workspace import Workspace
 
 STEPS = ("ingest", "score", "mix", "ablate", "report")
 
@@ -61,9 +67,23 @@ def demo_command(
                 "report": str(result.report) if result.report else None,
             }
         )
-        return
+    else:
+        _print_summary(ws, result)
+    failed = result.ablation.get("failed", [])
+    if failed:
+        # As `curate ablate`: the whole loop ran, but a failed cell makes the command fail.
+        where = "in the JSON's `ablation.failed`" if json_output else "above"
+        raise CurateError(
+            f"{len(failed)} of {len(result.ablation['cells'])} demo cells failed (reasons "
+            f"{where} and in {result.ablation['log']}); rerun the same command to retry them"
+        )
+
+
+def _print_summary(ws: Workspace, result: DemoResult) -> None:
+    """The manifests, mixtures, ablation counts with each failed cell's reason, and the report.
+    Names, paths and reasons are printed as text, not as rich markup."""
     out = Console()
-    table = Table(title=f"demo manifests in {ws.manifests}")
+    table = Table(title=Text(f"demo manifests in {ws.manifests}"))
     for column in ("manifest", "read", "accepted", "rejected", "pairs", "reject reasons"):
         table.add_column(column)
     for name, s in result.manifests.items():
@@ -78,20 +98,27 @@ def demo_command(
     out.print(table)
     if result.mixtures:
         out.print(
-            "mixtures: " + ", ".join(f"{name}@{v[:8]}" for name, v in result.mixtures.items())
+            "mixtures: " + ", ".join(f"{name}@{v[:8]}" for name, v in result.mixtures.items()),
+            markup=False,
         )
     if result.ablation:
         counts = result.ablation["counts"]
         out.print(
             f"ablation {result.ablation['ablation']}: {counts['done']} trained, "
             f"{counts['skipped']} already done, {counts['failed']} failed "
-            f"({result.ablation['seconds']:.0f} s); results in {result.ablation['store']}"
+            f"({result.ablation['seconds']:.0f} s); results in {result.ablation['store']}",
+            markup=False,
         )
-        for cell in result.ablation["cells"]:
-            if cell["state"] == "failed":
-                out.print(f"  [red]failed[/red] {cell['run_id']}: {cell['error']}")
+        for failure in result.ablation["failed"]:
+            out.print(
+                Text.assemble(
+                    ("failed", "red"),
+                    f": {failure['cell']} (run {failure['run_id']}): {failure['error']}",
+                ),
+                soft_wrap=True,
+            )
     if result.report:
-        out.print(f"[bold]report:[/bold] {result.report}")
+        out.print(Text.assemble(("report:", "bold"), f" {result.report}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,8 @@ trains). Rerunning the same command skips finished cells, resumes
 interrupted ones and retries failed ones. Results go to results/cells/ and
 results/results.parquet (one row per cell, task and metric). A failed cell
 does not stop the grid, but the command then exits with code 1; --json lists
-the failed cells and their reasons under "failed".
+the failed cells and their one-line reasons under "failed", and
+results/ablations/NAME/log.jsonl keeps each failure's full traceback.
 """
 
 
@@ -219,7 +220,7 @@ def ablate_command(
             f"in {result.seconds:.1f} s · store {result.store} · log {result.log}",
             markup=False,
         )
-        for line in failure_lines(result):  # in full: the table has no room for them
+        for line in failure_lines(result):  # one line each: the table has no room for them
             console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result.failed:
         # An error, not typer.Exit: `curate.cli.main` runs Typer outside standalone mode, where

@@ -71,3 +71,58 @@ def test_demo_report_in_a_browser(demo, tmp_path: Path) -> None:
     assert done.returncode == 0 and shot.is_file()
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.std() > 20
+
+
+@pytest.mark.slow
+def test_failed_demo_cells_exit_1_with_their_reasons_printed_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`curate demo` used to exit 0 after failed cells, and read their reasons as rich markup."""
+    import json
+    import sys
+
+    import train.ablate
+    import train.embedder
+    from curate.cli import main
+    from tests.train.test_ablate import RecordingTrain, fake_load
+
+    reason = "no frame left in demo-videos/[night]/clip-3.mp4 [/dev/shm is full]"
+
+    class FailingVideoTrain(RecordingTrain):
+        def __call__(self, *, mixture, workspace, config, out_dir, progress):
+            if json.loads((Path(mixture) / "mixture.json").read_text())["name"] == "demo-video":
+                raise ValueError(reason)
+            return super().__call__(mixture=mixture, workspace=workspace, config=config,
+                                    out_dir=out_dir, progress=progress)  # fmt: skip
+
+    monkeypatch.setattr(train.ablate, "_default_train", FailingVideoTrain)
+    monkeypatch.setattr(train.embedder, "load_embedder", fake_load)
+    workspace = tmp_path / "ws"
+    log = workspace / "results" / "ablations" / "demo" / "log.jsonl"
+
+    def curate_demo(*extra: str) -> tuple[int, str, str]:
+        argv = ["curate", "demo", "--until", "ablate", "--seeds", "1", "--losses", "mamcl",
+                "--epochs", "1", "--workspace", str(workspace), *extra]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as done:
+            main()
+        captured = capsys.readouterr()
+        return done.value.code, captured.out, captured.err
+
+    code, out, err = curate_demo()
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"error: 1 of 3 demo cells failed (reasons above and in {log}); rerun the same command "
+        "to retry them"
+    )
+    [line] = [x for x in out.splitlines() if x.startswith("failed")]
+    assert line.startswith("failed: demo-video · mamcl · seed 1 (run demo-video-mamcl-s1-"), line
+    assert line.endswith(f"): ValueError: {reason}"), line  # brackets and all, as text
+    assert "ablation demo: 2 trained, 0 already done, 1 failed" in out
+
+    code, out, err = curate_demo("--json")
+    assert code == 1 and err.splitlines()[-1].startswith(
+        "error: 1 of 3 demo cells failed (reasons in the JSON's `ablation.failed` and in "
+    )
+    [failed] = json.loads(out)["ablation"]["failed"]
+    assert failed["mixture"] == "demo-video" and failed["error"] == f"ValueError: {reason}"

@@ -25,6 +25,8 @@ from train.ablate import (
     compact_store,
     config_file_for,
     expand_grid,
+    failure_lines,
+    failure_reason,
     open_results,
     run_ablation,
     slurm_parameters,
@@ -308,6 +310,81 @@ def test_slurm_launcher_through_submitit(ws):
     assert pq.read_table(store_path(ws)).num_rows == ROWS_PER_CELL
 
 
+def _failed_events(ws: Workspace, ablation: str) -> list[dict]:
+    log = ws.results / "ablations" / ablation / "log.jsonl"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return [e for e in events if e["event"] == "failed"]
+
+
+def test_a_slurm_jobs_failure_is_its_exception_line_and_the_log_keeps_the_trace(ws):
+    """submitit's FailedJobError (its local executor runs the job in a subprocess, as a node
+    would) quotes the job's whole traceback; summaries used to carry all 16 lines of it."""
+    spec = AblationSpec(mixtures=("demo-video",), launcher="slurm", name="remote")
+    train = RecordingTrain(fail_for=("demo-video",))
+    result = run_ablation(spec, ws, train_fn=train, load_fn=fake_load, slurm_cluster="local",
+                          poll_s=0.1)  # fmt: skip
+    reason = "RuntimeError: simulated crash while training demo-video"
+    [failed] = result.failed
+    assert failed.error == reason
+    assert [f["error"] for f in result.to_dict()["failed"]] == [reason]
+    status = json.loads((ws.results / "ablations" / "remote" / "status.json").read_text())
+    assert [f["error"] for f in status["failed"]] == [reason]
+    assert [c["error"] for c in status["cells"]] == [reason]
+    assert failure_lines(result) == [f"failed: {failed.cell.label} (run {failed.cell.run_id}): "
+                                     f"{reason}"]  # fmt: skip
+    [event] = _failed_events(ws, "remote")
+    assert event["error"] == reason
+    trace = event["traceback"]  # the remote traceback, in full
+    assert "FailedJobError: Job (task=0) failed during processing with trace:" in trace
+    assert "in slurm_cell_job" in trace and "in __call__" in trace and trace.count("\n") > 10
+
+
+def test_failure_reasons_are_one_line():
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    rule = "-" * 40
+    # A job slurm killed: submitit quotes the job's error stream under its heading.
+    timeout = UncompletedJobError("\n".join([
+        "Job 4242 (task: 0) with path /w/slurm/4242_0_result.pkl",
+        "has not produced any output (state: TIMEOUT)", "Error stream produced:", rule,
+        "submitit INFO (2026-11-27 10:00:00,000) - Starting with JobEnvironment(job_id=4242)",
+        "slurmstepd: error: *** JOB 4242 ON gpu-7 CANCELLED AT 2026-11-27T11:00:00 DUE TO TIME "
+        "LIMIT ***", "",
+    ]))  # fmt: skip
+    assert failure_reason(timeout) == (
+        "UncompletedJobError: Job 4242 (task: 0) with path /w/slurm/4242_0_result.pkl has not "
+        "produced any output (state: TIMEOUT) Error stream produced: slurmstepd: error: *** JOB "
+        "4242 ON gpu-7 CANCELLED AT 2026-11-27T11:00:00 DUE TO TIME LIMIT ***"
+    )
+    assert failure_reason(FailedJobError("Job got killed for an unknown reason.")) == (
+        "FailedJobError: Job got killed for an unknown reason."
+    )
+    sbatch = FailedJobError("sbatch: error: Batch job submission failed:\nInvalid account\n")
+    assert failure_reason(sbatch) == (
+        "FailedJobError: sbatch: error: Batch job submission failed: Invalid account"
+    )
+    # Not submitit's: dashes are kept, lines joined.
+    assert failure_reason(ValueError("table\n----------\n  a | b\n")) == (
+        "ValueError: table ---------- a | b"
+    )
+
+
+def test_a_multi_line_reason_is_one_line_in_summaries_and_whole_in_the_log(ws):
+    class MultiLineTrain(RecordingTrain):
+        def __call__(self, **kwargs):
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB\n")
+
+    spec = AblationSpec(mixtures=("demo-image",), name="oom")
+    result = run_ablation(spec, ws, train_fn=MultiLineTrain(), load_fn=fake_load)
+    reason = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert [f["error"] for f in result.to_dict()["failed"]] == [reason]
+    status = json.loads((ws.results / "ablations" / "oom" / "status.json").read_text())
+    assert [f["error"] for f in status["failed"]] == [reason]
+    assert failure_lines(result)[0].endswith(reason)
+    [event] = _failed_events(ws, "oom")
+    assert "CUDA out of memory.\nTried to allocate 2.00 GiB" in event["traceback"]
+
+
 def test_compaction_keeps_every_cell(ws):
     spec = AblationSpec(mixtures=("demo-image",), seeds=(1, 2), name="a")
     run_ablation(spec, ws, train_fn=RecordingTrain(), load_fn=fake_load)
@@ -449,6 +526,32 @@ def test_missing_suite_manifests_fail_before_any_training(
     assert err.startswith("error: suite 'demo' evaluates on manifests that are not in ")
     assert err.count("\n") == 1, err
     assert not ws.runs.exists() and not ws.results.exists()  # nothing trained, nothing logged
+
+
+def test_a_grid_already_in_the_store_needs_no_suite_manifests(ws_without_test_manifests, demo_ws):
+    """Only cells still to run are evaluated, so only they need the suite's manifests."""
+    ws = ws_without_test_manifests
+    test_manifests = [m for m in demo_ws.manifests.iterdir() if m.name.endswith("-test")]
+    for manifest in test_manifests:
+        (ws.manifests / manifest.name).symlink_to(manifest)
+    spec = AblationSpec(mixtures=("demo-image", "demo-video"), suite="demo", name="stored")
+    first = run_ablation(spec, ws, train_fn=RecordingTrain(), load_fn=fake_load)
+    assert first.counts()["done"] == 2
+    for manifest in test_manifests:
+        (ws.manifests / manifest.name).unlink()
+
+    train = RecordingTrain()
+    again = run_ablation(spec, ws, train_fn=train, load_fn=fake_load)
+    assert again.counts() == {"done": 0, "skipped": 2, "failed": 0, "pending": 0}
+    assert train.calls == [] and [s.metrics for s in again.cells] == [
+        s.metrics for s in first.cells
+    ]
+    # One cell more to run: now the missing manifests stop the grid before it trains.
+    more = AblationSpec(mixtures=("demo-image", "demo-video", "demo-mixed"), suite="demo",
+                        name="stored")  # fmt: skip
+    with pytest.raises(NotFoundError, match="suite 'demo' evaluates on manifests that are not"):
+        run_ablation(more, ws, train_fn=train, load_fn=fake_load)
+    assert train.calls == []
 
 
 def test_missing_mixtures_are_named_together_before_any_training(ws):

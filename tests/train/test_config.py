@@ -95,6 +95,33 @@ def test_a_bad_override_is_blamed_on_the_override_not_on_the_config_file(overrid
     assert "tiny-cpu.toml" not in text and "\n" not in text
 
 
+def test_overrides_apply_in_order_each_checked_against_the_earlier_ones():
+    """`stages.2.loss` after a three-stage `stages` used to fail: "stages has 2 items"."""
+    from train.config import CONFIG_DIR
+
+    shipped = tomllib.loads((CONFIG_DIR / "tiny-cpu.toml").read_text())["stages"]
+    three = [*shipped, {**shipped[1], "name": "polish", "lr": 1e-4}]
+    config = load_train_config("tiny-cpu", {"stages": three, "stages.2.loss": "infonce"})
+    assert [s.name for s in config.stages] == [
+        "retrieval_adaptation", "instruction_tuning", "polish",
+    ]  # fmt: skip
+    assert [s.loss for s in config.stages] == ["symmetric_infonce", "mamcl", "infonce"]
+    assert config.stages[2].lr == 1e-4
+    # Later overrides still see the earlier ones, for typos too, and are blamed one by one.
+    with pytest.raises(ConfigError) as info:
+        load_train_config("tiny-cpu", {"stages": three, "stages.2.lossy": "infonce"})
+    assert str(info.value).startswith(
+        "--set stages.2.lossy=infonce: stages[2] has no key 'lossy' (did you mean 'loss'?)"
+    )
+    # In the other order the index comes first, when the file's config has two stages.
+    with pytest.raises(ConfigError) as info:
+        load_train_config("tiny-cpu", {"stages.2.loss": "infonce", "stages": three})
+    assert str(info.value).startswith(
+        "--set stages.2.loss=infonce: stages has 2 items; '2' is not an index from 0 to 1"
+    )
+    assert "\n" not in str(info.value)
+
+
 def test_unknown_keys_in_the_file_itself_still_name_the_file(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('[[stages]]\nname = "s"\ndata = "d"\nmax_stepz = 1\n')
