@@ -5,8 +5,9 @@ so a single-stage mixture trains its one stage with MAMCL and skips the instruct
 two-stage mixture trains stage 0 with symmetric InfoNCE and only stage 1 with MAMCL: the results
 store's `loss` column says "mamcl" for both, yet the arms differ in stages and losses. This module
 compares what each arm's runs actually ran (`analysis.load.RunTraining`: per-stage losses, stages
-trained or skipped, resolved config) and says, in sentences for the report, what differs besides the
-data, and what could not be checked.
+trained or skipped, resolved config, world size, device and precision) and says, in sentences for
+the report, what differs besides the data, and what could not be checked. Only a difference in
+what training saw is a warning; what cannot be read is "unchecked", never a difference.
 
     check = compare_training([("images", 1, training_of_run), ...])
     check.verdict  # "same" | "differ" | "unchecked" | "one arm"
@@ -16,13 +17,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
-from analysis.load import RunTraining
+from analysis.load import NOT_TRAINING_KEYS, RunTraining
+from train.config import StageConfig
 
 #: At most this many differing config keys are named in one sentence.
 MAX_KEYS_NAMED = 6
+#: How the runtime comparison names the world size and each stage's global batch.
+WORLD_SIZE = "world size"
+GLOBAL_BATCH = "global batch of stage"
+#: The trainer's batch_size when a config does not set it.
+DEFAULT_BATCH_SIZE = next(f.default for f in fields(StageConfig) if f.name == "batch_size")
 
 Verdict = Literal["same", "differ", "unchecked", "one arm"]
 
@@ -36,6 +43,7 @@ class ArmTraining:
     plans: tuple[str, ...]  # distinct stage plans, e.g. "retrieval_adaptation with mamcl"
     stage_counts: tuple[int, ...]  # distinct numbers of stages trained
     hashes: tuple[tuple[int, str], ...]  # (seed, config hash) of each run
+    ran_on: tuple[str, ...] = ()  # distinct "world size × device, precision", e.g. "4 × cuda, bf16"
 
     @property
     def config_hashes(self) -> tuple[str, ...]:
@@ -47,7 +55,9 @@ class TrainingCheck:
     arms: tuple[ArmTraining, ...]
     differences: tuple[str, ...]  # what differs between arms besides the data: warnings
     unchecked: tuple[str, ...]  # what could not be compared, and why
-    common_plan: str  # the one stage plan every arm ran ("" unless all ran the same)
+    # The stage plans every arm's runs ran (one, or several when e.g. seeds ran different plans
+    # alike in every arm); empty unless every arm ran the same ones.
+    common_plans: tuple[str, ...]
 
     @property
     def verdict(self) -> Verdict:
@@ -79,19 +89,26 @@ def compare_training(runs: Sequence[tuple[str, int, RunTraining]]) -> TrainingCh
                 sorted({len(t.trained_stages) for _, t in items if t.stages_recorded})
             ),
             hashes=tuple(sorted((seed, t.config_hash) for seed, t in items)),
+            ran_on=tuple(dict.fromkeys(r for _, t in items if (r := _ran_on(t)))),
         )
         for arm, items in by_arm.items()
     )
+    plan_sets = {frozenset(a.plans) for a in arms}
+    common = arms[0].plans if arms and len(plan_sets) == 1 else ()
     if len(by_arm) < 2:
-        plans = {p for a in arms for p in a.plans}
-        return TrainingCheck(arms, (), (), next(iter(plans)) if len(plans) == 1 else "")
+        return TrainingCheck(arms, (), (), common)
 
-    found = [_compare_stages(by_arm), _compare_configs(by_arm)]
+    found = [_compare_stages(by_arm), _compare_configs(by_arm), _compare_runtime(by_arm)]
     differences = [difference for difference, _ in found if difference]
     unchecked = [why for _, why in found if why]
-    plans = {p for a in arms for p in a.plans}
-    common = next(iter(plans)) if len(plans) == 1 and not differences else ""
     return TrainingCheck(arms, tuple(differences), tuple(unchecked), common)
+
+
+def _ran_on(training: RunTraining) -> str:
+    if training.world_size is None or not training.device:
+        return ""
+    where = f"{training.world_size} × {training.device}"
+    return f"{where}, {training.precision}" if training.precision else where
 
 
 def _compare_stages(by_arm: Mapping[str, Sequence[tuple[int, RunTraining]]]) -> tuple[str, str]:
@@ -133,32 +150,49 @@ def _compare_configs(
     by_arm: Mapping[str, Sequence[tuple[int, RunTraining]]],
 ) -> tuple[str, str]:
     """(what differs, why it could not be checked) between the arms' resolved configs apart
-    from the seed; both "" when the configs agree."""
-    every = [t for items in by_arm.values() for _, t in items]
-    if every and all(t.config_recorded for t in every):
-        return _settings_difference(by_arm), ""
-    # Without every resolved config, the hashes still tell: the runs of a grid at one seed
-    # share a config hash unless something besides the data differs.
-    hashes: dict[int, dict[str, set[str]]] = {}
+    from the seed and bookkeeping; both "" when the configs agree.
+
+    A run whose config.toml is missing is compared through its config hash only where that
+    proves something: an equal hash is an identical config. A differing hash proves nothing,
+    since the hash also covers settings that do not change training (threads, checkpointing),
+    so such runs are "unchecked", never a difference.
+    """
+    read: dict[str, RunTraining] = {}  # config hash -> a run whose config.toml was read
+    for items in by_arm.values():
+        for _, training in items:
+            if training.config_recorded:
+                read.setdefault(training.config_hash, training)
+    compared: dict[str, list[tuple[int, RunTraining]]] = {}
+    unread: dict[str, dict[str, list[int]]] = {}  # config hash -> arm -> seeds of its runs
     for arm, items in by_arm.items():
         for seed, training in items:
-            hashes.setdefault(seed, {}).setdefault(arm, set()).add(training.config_hash)
-    shared = {seed: arms for seed, arms in hashes.items() if len(arms) > 1}
-    for seed, arms in sorted(shared.items()):
-        if len({frozenset(h) for h in arms.values()}) > 1:
-            listed = ", ".join(
-                f"{arm} {'/'.join(h[:12] for h in sorted(found))}" for arm, found in arms.items()
-            )
-            return (
-                f"their configs differ (config hashes at seed {seed}: {listed}); the resolved "
-                "config.toml of some runs is missing, so what differs cannot be named"
-            ), ""
-    if not shared:
-        return "", (
-            "no seed ran on two arms and some runs' resolved config.toml is missing, "
-            "so their configs cannot be compared"
-        )
-    return "", ""
+            known = training if training.config_recorded else read.get(training.config_hash)
+            if known is not None:
+                compared.setdefault(arm, []).append((seed, known))
+            else:
+                unread.setdefault(training.config_hash, {}).setdefault(arm, []).append(seed)
+    difference = _settings_difference(compared) if len(compared) > 1 else ""
+    # An unread config that every arm ran (one hash) is the same on every arm; any other leaves
+    # its arms unchecked.
+    unchecked: dict[str, set[int]] = {}
+    for arms in unread.values():
+        if len(arms) < len(by_arm):
+            for arm, seeds in arms.items():
+                unchecked.setdefault(arm, set()).update(seeds)
+    if not unchecked:
+        return difference, ""
+    named = ", ".join(
+        f"{arm} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
+        for arm, seeds in ((a, unchecked[a]) for a in by_arm if a in unchecked)
+    )
+    # log_every is left out of the hash; the seed differs between runs on purpose.
+    bookkeeping = ", ".join(sorted(NOT_TRAINING_KEYS - {"seed", "log_every"}))
+    return difference, (
+        f"the configs of {named} could not be compared with the other arms: their "
+        "runs/<run_id>/config.toml is missing and their config hash in the results store is "
+        "neither that of a config read here nor shared by every arm; a differing config hash "
+        f"does not show a difference in training, since it also covers {bookkeeping}"
+    )
 
 
 def _settings_difference(by_arm: Mapping[str, Sequence[tuple[int, RunTraining]]]) -> str:
@@ -169,25 +203,98 @@ def _settings_difference(by_arm: Mapping[str, Sequence[tuple[int, RunTraining]]]
             for key in keys:
                 shown = _shown(training.settings[key]) if key in training.settings else "absent"
                 values.setdefault(key, {}).setdefault(arm, set()).add(shown)
-    differing = [
-        key
-        for key, arms in values.items()
-        if len(arms) < len(by_arm) or len({frozenset(v) for v in arms.values()}) > 1
-    ]
+    # A key some arm never set differs too: that arm ran with the trainer's default.
+    named = _named_differences(values, list(by_arm), missing="absent")
+    return f"their resolved configs differ beyond the seed: {named}" if named else ""
+
+
+def _compare_runtime(
+    by_arm: Mapping[str, Sequence[tuple[int, RunTraining]]],
+) -> tuple[str, str]:
+    """(what differs, why it could not be checked) in how many processes trained together, on
+    which device type and in which precision (recorded in each finished run's meta.json).
+
+    The global batch is batch_size × world size and sets the number of in-batch negatives, so a
+    torchrun arm on 4 GPUs does not train like a single-process arm with the same config.
+    """
+    values: dict[str, dict[str, set[str]]] = {}  # what -> arm -> values its runs had
+    unknown: dict[str, int] = {}  # arm -> runs that do not record all of it
+    total = 0
+    for arm, items in by_arm.items():
+        for _, training in items:
+            total += 1
+            if training.world_size is None or not training.device or not training.precision:
+                unknown[arm] = unknown.get(arm, 0) + 1
+            for what, value in _runtime_values(training):
+                values.setdefault(what, {}).setdefault(arm, set()).add(value)
+    world = values.get(WORLD_SIZE, {})
+    if len({frozenset(v) for v in world.values()}) <= 1:
+        # The same world size everywhere: a differing global batch is a differing batch_size,
+        # which the config comparison already names.
+        values = {k: v for k, v in values.items() if not k.startswith(GLOBAL_BATCH)}
+    named = _named_differences(values, list(by_arm))
+    difference = f"they ran on different hardware or parallelism: {named}" if named else ""
+    if not unknown:
+        return difference, ""
+    count = sum(unknown.values())
+    return difference, (
+        f"the world size, device or precision of {count} of {total} runs "
+        f"({', '.join(unknown)}) is not recorded: the world_size and device of their finished "
+        "runs/<run_id>/meta.json, or the backbone.precision of their config.toml, is missing"
+    )
+
+
+def _runtime_values(training: RunTraining) -> list[tuple[str, str]]:
+    """(what, value) pairs a run records about where it ran; unknown ones are left out."""
+    found: list[tuple[str, str]] = []
+    if training.world_size is not None:
+        found.append((WORLD_SIZE, str(training.world_size)))
+        if training.config_recorded:
+            for stage in training.trained_stages:
+                batch = training.settings.get(f"stages.{stage.index}.batch_size")
+                batch = batch if isinstance(batch, int) else DEFAULT_BATCH_SIZE
+                found.append(
+                    (
+                        f"{GLOBAL_BATCH} {stage.name} (batch_size × world size, the number "
+                        "of in-batch negatives)",
+                        str(batch * training.world_size),
+                    )
+                )
+    if training.device:
+        found.append(("device", training.device))
+    if training.precision:
+        found.append(("precision", training.precision))
+    return found
+
+
+def _named_differences(
+    values: Mapping[str, Mapping[str, set[str]]], arms: Sequence[str], *, missing: str = ""
+) -> str:
+    """ "key = v (arms) vs w (arms); …" for the keys whose values differ between `arms`.
+
+    With `missing`, an arm without a value for a key has that value; without it, such an arm
+    is left out of that key's comparison (not known is not different).
+    """
+    differing = []
+    for key, by_arm in values.items():
+        among = arms if missing else [a for a in arms if a in by_arm]
+        seen = {frozenset(by_arm.get(a, {missing})) for a in among}
+        if len(seen) > 1:
+            differing.append((key, among))
     if not differing:
         return ""
     named = []
-    for key in differing[:MAX_KEYS_NAMED]:
+    for key, among in differing[:MAX_KEYS_NAMED]:
         by_value: dict[str, list[str]] = {}
-        for arm in by_arm:
-            shown = "/".join(sorted(values[key].get(arm, {"absent"})))
+        for arm in among:
+            shown = "/".join(sorted(values[key].get(arm, {missing})))
             by_value.setdefault(shown, []).append(arm)
         named.append(
             f"{key} = " + " vs ".join(f"{v} ({', '.join(arms)})" for v, arms in by_value.items())
         )
     more = len(differing) - MAX_KEYS_NAMED
     tail = f"; and {more} more key{'s' if more != 1 else ''}" if more > 0 else ""
-    return f"their resolved configs differ beyond the seed: {'; '.join(named)}{tail}"
+    return "; ".join(named) + tail
 
 
 def _keys(trainings: Iterable[RunTraining]) -> list[str]:

@@ -28,6 +28,7 @@ from curate.errors import CurateError, NotFoundError, SchemaError
 from curate.manifest import list_manifests, open_manifest
 from curate.schema import RESULTS_SCHEMA, check_schema
 from curate.workspace import Workspace, check_name
+from train.config import BackboneConfig
 
 #: A results row is identified by these columns; duplicates keep the latest `created`.
 RESULT_KEY: tuple[str, ...] = ("run_id", "suite", "task", "metric")
@@ -98,7 +99,9 @@ class RunTraining:
     `stages` come from config.toml (else from meta.json, without losses) and meta.json says which
     of them ran: a mixture without an instruction stage skips the config's instruction stage.
     `settings` is the resolved config as dotted keys without the seed and bookkeeping options,
-    so two runs of one grid on different mixtures should have equal settings.
+    so two runs of one grid on different mixtures should have equal settings. What the machine
+    decided comes from a finished meta.json instead: the number of processes that trained
+    together, the device type and the precision that "auto" resolved to there.
     """
 
     run_id: str
@@ -107,6 +110,9 @@ class RunTraining:
     settings: Mapping[str, Any] = field(default_factory=dict)
     config_recorded: bool = False  # config.toml found and parsed
     stages_recorded: bool = False  # meta.json lists the stages the run trained or skipped
+    world_size: int | None = None  # processes of one global batch; None: not recorded
+    device: str = ""  # device type trained on, "cuda" or "cpu"; "": not recorded
+    precision: str = ""  # resolved compute precision, "bf16" or "fp32"; "": unknown
 
     @property
     def trained_stages(self) -> tuple[StageRun, ...]:
@@ -608,12 +614,18 @@ NOT_TRAINING_KEYS = frozenset(
 )
 
 
+#: Config keys the machine resolves ("auto"): the report compares what they resolved to
+#: (`RunTraining.device`, `RunTraining.precision`) instead, so "auto" on a GPU and "cuda" agree.
+RESOLVED_KEYS = frozenset({"device", "backbone.precision"})
+
+
 def run_training(
     run: RunInfo, config_text: str | None, meta: Mapping[str, Any] | None
 ) -> RunTraining:
     """What `run` trained: its config's stages with their losses, which of them ran (the
     trainer's meta.json lists each stage, `"skipped": true` for one the mixture has no data for),
-    and its resolved settings; whatever the run folder lacks stays empty or unknown."""
+    its resolved settings, and the world size, device and precision it ran with; whatever the
+    run folder lacks stays empty or unknown."""
     parsed = read_toml_safely(config_text) if config_text else {}
     recorded = meta.get("stages") if meta else None
     ran: dict[int, bool] = {}
@@ -641,14 +653,46 @@ def run_training(
             )
     else:
         stages = [StageRun(i, name, "", ran[i]) for i, name in sorted(meta_names.items())]
+    flat = _flatten(parsed)
+    world_size = meta.get("world_size") if meta else None
+    device = meta.get("device") if meta else None
+    # "cuda:0" (rank 0 under torchrun) and "cuda" are one kind of device.
+    device_type = device.split(":")[0] if isinstance(device, str) else ""
     return RunTraining(
         run_id=run.run_id,
         config_hash=run.config_hash,
         stages=tuple(stages),
-        settings={k: v for k, v in _flatten(parsed).items() if k not in NOT_TRAINING_KEYS},
+        settings={
+            k: v for k, v in flat.items() if k not in NOT_TRAINING_KEYS and k not in RESOLVED_KEYS
+        },
         config_recorded=bool(parsed),
         stages_recorded=bool(ran),
+        world_size=world_size
+        if isinstance(world_size, int) and not isinstance(world_size, bool) and world_size > 0
+        else None,
+        device=device_type,
+        precision=resolved_precision(flat, device_type) if parsed else "",
     )
+
+
+def resolved_precision(config: Mapping[str, Any], device_type: str) -> str:
+    """The precision a run computed in, from its flattened config and the device type it ran on
+    ("" when the device is unknown).
+
+    meta.json does not record it, so this repeats the trainer's rule
+    (`train.backbones.base.autocast_dtype`): "bf16" and "fp32" are taken as asked, "auto" is bf16
+    on CUDA and fp32 elsewhere. Only the Qwen2-VL backbones (real and tiny) apply it; the
+    open_clip backbone always computes in fp32 (`train/backbones/openclip.py` never casts).
+    """
+    if not device_type:
+        return ""
+    backbone = BackboneConfig()
+    if config.get("backbone.kind", backbone.kind) == "open-clip":
+        return "fp32"
+    asked = str(config.get("backbone.precision", backbone.precision))
+    if asked == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    return asked
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

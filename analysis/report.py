@@ -568,11 +568,13 @@ def _training_summary(check: TrainingCheck) -> dict[str, Any]:
         "verdict": check.verdict,
         "differences": list(check.differences),
         "unchecked": list(check.unchecked),
+        "common_stages": list(check.common_plans),
         "arms": {
             arm.arm: {
                 "stages": list(arm.plans),
                 "stage_counts": list(arm.stage_counts),
                 "config_hashes": list(arm.config_hashes),
+                "ran_on": list(arm.ran_on),
             }
             for arm in check.arms
         },

@@ -73,7 +73,7 @@ def _grid(workspace: Workspace, mixtures: dict[str, tuple[str, ...]], losses: tu
             else:
                 stages.append({"name": stage.name, "index": index, "steps": 1, "rows": 8})
         meta = {"config": cell.config.name, "config_hash": cell.config.config_hash(),
-                "seed": cell.seed, "device": "cpu", "stages": stages}  # fmt: skip
+                "seed": cell.seed, "world_size": 1, "device": "cpu", "stages": stages}  # fmt: skip
         (cell.run_dir / "meta.json").write_text(json.dumps(meta))
         evaluated = SimpleNamespace(
             suite=SimpleNamespace(name="default"),
@@ -152,17 +152,66 @@ def test_arms_that_trained_alike_are_said_to_differ_only_in_data(workspace: Work
     )
 
 
+@pytest.mark.slow
+def test_an_arm_trained_under_torchrun_on_gpus_is_flagged(workspace: Workspace) -> None:
+    cells = _grid(
+        workspace,
+        {"images": ("retrieval_adaptation",), "videos": ("retrieval_adaptation",)},
+        losses=("mamcl",),
+    )
+    for cell in cells:
+        if cell.mixture.name == "images":  # as `torchrun --nproc-per-node 4` records it
+            meta = json.loads((cell.run_dir / "meta.json").read_text())
+            meta.update(world_size=4, device="cuda:0")
+            (cell.run_dir / "meta.json").write_text(json.dumps(meta))
+    result = build_report(workspace, ResultsQuery(ablation=ABLATION))
+    assert result.summary["training"]["verdict"] == "differ"
+    (warning,) = result.summary["warnings"]
+    assert "world size = 4 (images) vs 1 (videos)" in warning
+    assert "= 32 (images) vs 8 (videos)" in warning and "device = cuda (images) vs cpu" in warning
+    # tiny-cpu asks for fp32 outright, so the precision is the same on both devices.
+    assert "precision" not in warning
+    assert result.summary["training"]["arms"]["images"]["ran_on"] == ["4 × cuda, fp32"]
+    section = _composition_section(result.path.read_text())
+    assert "Warning: the arms did not train the same way" in section
+    assert "4 × cuda, fp32" in section and "1 × cpu, fp32" in section
+
+
+@pytest.mark.slow
+def test_several_plans_every_arm_ran_are_named_in_the_report(workspace: Workspace) -> None:
+    from train.config import load_train_config
+
+    cells = _grid(
+        workspace,
+        {"images": ("retrieval_adaptation",), "videos": ("retrieval_adaptation",)},
+        losses=("mamcl",),
+    )
+    for cell in cells:  # the config was edited between seeds, alike for every arm
+        if cell.seed == 2:
+            config = load_train_config("tiny-cpu", {"seed": 2, "stages.0.loss": "infonce"})
+            (cell.run_dir / "config.toml").write_text(config.to_toml())
+    result = build_report(workspace, ResultsQuery(ablation=ABLATION))
+    assert result.summary["training"]["verdict"] == "same"
+    section = _composition_section(result.path.read_text())
+    assert "()" not in section
+    assert "retrieval_adaptation with mamcl; retrieval_adaptation with infonce" in section, section
+
+
 def _training(run_id: str, config_hash: str) -> RunTraining:
     """A run whose folder is gone: only the results store's config hash is known."""
     return RunTraining(run_id=run_id, config_hash=config_hash)
 
 
-def test_without_run_folders_differing_hashes_at_a_seed_still_warn() -> None:
+def test_without_run_folders_differing_hashes_are_unchecked_not_a_difference() -> None:
+    # The store's config hash also covers threads, checkpointing and media caches: a differing
+    # hash alone cannot show that the arms trained differently.
     check = compare_training(
         [("a", 1, _training("a1", "1" * 16)), ("b", 1, _training("b1", "2" * 16))]
     )
-    assert check.verdict == "differ"
-    assert "config hashes at seed 1: a 111111111111, b 222222222222" in check.differences[0]
+    assert check.verdict == "unchecked" and check.differences == ()
+    configs = [u for u in check.unchecked if "config hash" in u]
+    assert len(configs) == 1
+    assert "a (seed 1), b (seed 1)" in configs[0] and "threads" in configs[0]
     assert "which stages 2 of 2 runs trained" in check.unchecked[0]
 
 
@@ -172,5 +221,168 @@ def test_without_run_folders_equal_hashes_are_not_called_the_same() -> None:
     )
     # Equal configs, but a mixture without an instruction stage would skip it: unknown.
     assert check.verdict == "unchecked" and not check.differences
+    assert not any("config hash" in u for u in check.unchecked)
     single = compare_training([("a", 1, _training("a1", "1" * 16))])
     assert single.verdict == "one arm"
+
+
+def _finished_meta(config, *, world_size: int | None = 1, device: str = "cpu") -> dict:
+    """meta.json as `train.trainer.train_run` writes it when a run finishes."""
+    meta = {
+        "config": config.name,
+        "config_hash": config.config_hash(),
+        "seed": config.seed,
+        "device": device,
+        "stages": [
+            {"name": stage.name, "index": index, "steps": 1, "rows": 8}
+            for index, stage in enumerate(config.stages)
+        ],
+    }
+    if world_size is not None:
+        meta["world_size"] = world_size
+    return meta
+
+
+def _run(
+    arm: str,
+    seed: int,
+    overrides: dict | None = None,
+    *,
+    folder: bool = True,
+    **meta_fields,
+) -> tuple[str, int, RunTraining]:
+    """(arm, seed, training) of a run of the real tiny-cpu config with `overrides`, read by
+    `analysis.load.run_training` from the config.toml and meta.json the trainer writes; with
+    `folder=False` the run folder is gone and only the store's config hash is known."""
+    from analysis.load import RunInfo, run_training
+    from train.config import load_train_config
+
+    config = load_train_config("tiny-cpu", {"seed": seed, **(overrides or {})})
+    run = RunInfo(
+        run_id=f"{arm}-{seed}",
+        ablation=ABLATION,
+        mixture=arm,
+        mixture_version="0" * 16,
+        config=config.name,
+        config_hash=config.config_hash(),
+        backbone=config.backbone.kind,
+        loss=config.stages[-1].loss,
+        seed=seed,
+        pair_shares={},
+        source_shares={},
+    )
+    if not folder:
+        return arm, seed, run_training(run, None, None)
+    return arm, seed, run_training(run, config.to_toml(), _finished_meta(config, **meta_fields))
+
+
+def test_a_missing_run_folder_with_only_bookkeeping_differences_is_unchecked() -> None:
+    # Arm b ran with more CPU threads, which changes its config hash but not what it learns.
+    runs = [
+        _run("a", 1),
+        _run("a", 2),
+        _run("b", 1, {"threads": 4}, folder=False),
+        _run("b", 2, {"threads": 4, "checkpoint_every": 5, "media.cache_mb": 64}),
+    ]
+    assert runs[0][2].config_hash != runs[2][2].config_hash
+    check = compare_training(runs)
+    assert check.differences == ()
+    assert check.verdict == "unchecked"
+    configs = [u for u in check.unchecked if "config hash" in u]
+    assert len(configs) == 1
+    assert "b (seed 1)" in configs[0] and "a (" not in configs[0]
+    assert "runs/<run_id>/config.toml" in configs[0] and "threads" in configs[0]
+
+
+def test_a_missing_run_folder_whose_hash_matches_a_read_config_is_compared() -> None:
+    # b's seed-1 folder is gone, but its config hash is that of a read config: identical config.
+    runs = [_run("a", 1), _run("b", 1, folder=False), _run("b", 2), _run("a", 2)]
+    check = compare_training(runs)
+    assert check.differences == ()
+    assert not any("config hash" in u for u in check.unchecked)
+
+
+def test_a_real_difference_is_named_although_a_run_folder_is_missing() -> None:
+    runs = [
+        _run("a", 1),
+        _run("a", 2, folder=False),
+        _run("b", 1, {"stages.0.lr": 0.01, "threads": 4}),
+    ]
+    check = compare_training(runs)
+    assert check.verdict == "differ"
+    assert len(check.differences) == 1
+    assert "stages.0.lr = 0.003 (a) vs 0.01 (b)" in check.differences[0]
+    assert "threads" not in check.differences[0]
+
+
+def test_world_size_device_and_resolved_precision_are_compared() -> None:
+    # The same config, once under torchrun on 4 GPUs and once on a CPU: precision "auto" means
+    # bf16 on CUDA and fp32 on CPU, and the global batch (the in-batch negatives) is 4x larger.
+    auto = {"backbone.precision": "auto"}
+    check = compare_training(
+        [
+            _run("gpus", 1, auto, world_size=4, device="cuda:0"),
+            _run("laptop", 1, auto, world_size=1, device="cpu"),
+        ]
+    )
+    assert check.verdict == "differ"
+    assert len(check.differences) == 1
+    said = check.differences[0]
+    assert "world size = 4 (gpus) vs 1 (laptop)" in said
+    assert (
+        "global batch of stage retrieval_adaptation" in said and "= 32 (gpus) vs 8 (laptop)" in said
+    )
+    assert "device = cuda (gpus) vs cpu (laptop)" in said
+    assert "precision = bf16 (gpus) vs fp32 (laptop)" in said
+    assert [a.ran_on for a in check.arms] == [("4 × cuda, bf16",), ("1 × cpu, fp32",)]
+
+
+def test_what_resolves_to_the_same_device_and_precision_is_the_same() -> None:
+    # cuda:0 (rank 0 under torchrun) and cuda are one device type; "auto" on a CPU is fp32.
+    on_gpu = compare_training(
+        [
+            _run("a", 1, {"backbone.precision": "bf16"}, device="cuda:0"),
+            _run("b", 1, {"backbone.precision": "auto", "device": "cuda"}, device="cuda"),
+        ]
+    )
+    assert on_gpu.verdict == "same", on_gpu.differences
+    on_cpu = compare_training(
+        [
+            _run("c", 1, {"backbone.precision": "fp32"}, device="cpu"),
+            _run("d", 1, {"backbone.precision": "auto"}, device="cpu"),
+        ]
+    )
+    assert on_cpu.verdict == "same", on_cpu.differences
+
+
+def test_a_meta_json_without_world_size_is_unchecked() -> None:
+    check = compare_training([_run("a", 1), _run("b", 1, world_size=None)])
+    assert check.differences == ()
+    assert check.verdict == "unchecked"
+    assert any("world size" in u and "b" in u for u in check.unchecked)
+
+
+def _stages(*plan: tuple[str, str]) -> RunTraining:
+    from analysis.load import StageRun
+
+    return RunTraining(
+        run_id="-".join(name for name, _ in plan),
+        config_hash="1" * 16,
+        stages=tuple(StageRun(i, name, loss, True) for i, (name, loss) in enumerate(plan)),
+        stages_recorded=True,
+        config_recorded=True,
+        world_size=1,
+        device="cpu",
+        precision="fp32",
+    )
+
+
+def test_several_plans_run_by_every_arm_are_shown_as_the_common_plans() -> None:
+    one = _stages(("retrieval_adaptation", "mamcl"))
+    two = _stages(("retrieval_adaptation", "symmetric_infonce"), ("instruction_tuning", "mamcl"))
+    check = compare_training([("a", 1, one), ("a", 2, two), ("b", 1, one), ("b", 2, two)])
+    assert check.verdict == "same"
+    assert check.common_plans == (
+        "retrieval_adaptation with mamcl",
+        "retrieval_adaptation with symmetric_infonce → instruction_tuning with mamcl",
+    )

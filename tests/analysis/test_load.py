@@ -211,3 +211,29 @@ def test_suite_settings_are_found_in_eval_outputs(workspace: Workspace) -> None:
     assert settings["settings.frames"] == 16 and settings["settings.max_pixels"] == 200704
     assert settings["tasks"] == [{"direction": "t2v", "pool_size": 1000, "task": "msrvtt_t2v"}]
     assert suite_settings(workspace, "r1", "other") == {}
+
+
+def test_run_training_reads_where_the_run_ran_and_resolves_its_precision() -> None:
+    from analysis.load import RunInfo, run_training
+    from train.config import load_train_config
+
+    def training(overrides: dict, meta: dict | None, *, config: bool = True):
+        cfg = load_train_config("tiny-cpu", overrides)
+        run = RunInfo("r", "a", "m", "v", cfg.name, cfg.config_hash(), "", "", 0, {}, {})
+        return run_training(run, cfg.to_toml() if config else None, meta)
+
+    # As the trainer decides (train.backbones.base.autocast_dtype): auto is bf16 on CUDA only.
+    gpu = {"world_size": 2, "device": "cuda:1", "stages": []}
+    auto = training({"backbone.precision": "auto"}, gpu)
+    assert (auto.world_size, auto.device, auto.precision) == (2, "cuda", "bf16")
+    assert training({"backbone.precision": "auto"}, {"device": "cpu"}).precision == "fp32"
+    assert training({"backbone.precision": "bf16"}, {"device": "cpu"}).precision == "bf16"
+    # The open_clip backbone never casts, whatever the config asks.
+    clip = training({"backbone.kind": "open-clip", "backbone.precision": "auto"}, gpu)
+    assert clip.precision == "fp32"
+    # What is resolved on the machine is compared resolved, not as the config spells it.
+    assert "device" not in auto.settings and "backbone.precision" not in auto.settings
+    # Unknown stays unknown: no device (an unfinished run), or no config to read the precision.
+    unfinished = training({}, {"stages": []})
+    assert (unfinished.world_size, unfinished.device, unfinished.precision) == (None, "", "")
+    assert training({}, gpu, config=False).precision == ""
