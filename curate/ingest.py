@@ -1304,6 +1304,7 @@ def _refuse_empty(work_dir: Path, path: Path, stats: Mapping[str, Any]) -> None:
     """Keep a build that accepted nothing aside, for its ledger, and raise: see `require_rows`."""
     kept = work_dir.with_name(work_dir.name.split(".partial-")[0] + ".rejected")
     shutil.rmtree(kept, ignore_errors=True)
+    (work_dir / COMPLETE_MARKER).unlink()  # not a manifest: nothing may list or mix it
     os.replace(work_dir, kept)
     if not stats["read"]:
         raise InputError(

@@ -94,5 +94,6 @@ def list_manifests(workspace: Workspace) -> list[Manifest]:
     return [
         Manifest(name=p.name, path=p)
         for p in sorted(workspace.manifests.iterdir())
-        if p.is_dir() and (p / COMPLETE_MARKER).exists()
+        # Hidden folders are work in progress or kept failures (`.NAME.partial-*`, `.rejected`).
+        if p.is_dir() and not p.name.startswith(".") and (p / COMPLETE_MARKER).exists()
     ]

@@ -163,6 +163,9 @@ def test_an_ingest_that_accepts_nothing_fails_and_keeps_the_manifest_in_place(
     assert [r["reason"] for r in pq.read_table(rejected / "ledger").to_pylist()] == [
         "missing_media"
     ]
+    # It is not a manifest: nothing lists (or mixes) it.
+    listed = CliRunner().invoke(app, ["manifests", "--json", "-w", str(tmp_path)])
+    assert [m["name"] for m in json.loads(listed.output)] == ["a"]
 
     # A first ingest that accepts nothing leaves no manifest, so a fixed rerun is not "up to
     # date": it simply builds.
