@@ -741,9 +741,18 @@ def _run_slurm(
 
     folder = workspace.results / "ablations" / spec.ablation / "slurm"
     jobs = []
+    warned = False
     for status in todo:
         cell = status.cell
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        if cluster is None and executor.cluster != "slurm" and not warned:
+            # submitit falls back to local processes where there is no Slurm: say so, since
+            # "--launcher slurm" then trains every cell on this machine at once.
+            sys.stderr.write(
+                f"warning: no Slurm found (sbatch is not on PATH): submitit runs the cells as "
+                f"{executor.cluster} processes on this machine\n"
+            )
+            warned = True
         params = slurm_parameters(spec, cell)
         if executor.cluster != "slurm":  # local/debug executors know only the generic keys
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}

@@ -649,3 +649,18 @@ def test_a_set_typo_is_blamed_on_the_override(ws, monkeypatch, capsys):
         "ablate", "--mixtures", "demo-image", "--slurm", "partition", "--workspace", str(ws.root),
     ])  # fmt: skip
     assert code == 1 and err.startswith("error: --slurm expects key=value, found 'partition'")
+
+
+def test_without_slurm_the_slurm_launcher_says_it_runs_here(ws, monkeypatch, capsys):
+    import submitit
+
+    real = submitit.AutoExecutor
+    # As on a machine without sbatch, where submitit picks a non-Slurm executor by itself (the
+    # debug one here, so that the jobs run in this process).
+    monkeypatch.setattr(submitit, "AutoExecutor", lambda folder, cluster: real(folder, "debug"))
+    spec = AblationSpec(mixtures=("demo-image", "demo-video"), launcher="slurm", name="noslurm")
+    result = run_ablation(spec, ws, train_fn=RecordingTrain(), load_fn=fake_load, poll_s=0.01)
+    assert result.counts()["done"] == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: no Slurm found") == 1  # once, not per cell
+    assert "runs the cells as debug processes on this machine" in err
