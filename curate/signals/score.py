@@ -597,8 +597,18 @@ def _near_dup(manifest: Manifest, ids: pa.Array, config: ScoreConfig) -> SignalO
     if options.phash_bits is not None:
         inputs["phash"] = (read_sidecar_meta(manifest, "phash") or {}).get("params_digest")
     use_embeddings = options.cosine is not None and sidecar_path(manifest, EMBEDDINGS).exists()
+    embeddings_meta = (read_sidecar_meta(manifest, EMBEDDINGS) or {}) if use_embeddings else {}
+    # Embeddings of a randomly initialised CLIP (the demo's stand-in) put unrelated media close
+    # together: a cosine test on them would call most rows duplicates. Only real weights count.
+    random_weights = embeddings_meta.get("params", {}).get("weights") == "random"
+    notes = (
+        {"cosine": "not used: the CLIP embeddings come from random weights"}
+        if random_weights
+        else {}
+    )
+    use_embeddings = use_embeddings and not random_weights
     if use_embeddings:
-        inputs[EMBEDDINGS] = (read_sidecar_meta(manifest, EMBEDDINGS) or {}).get("params_digest")
+        inputs[EMBEDDINGS] = embeddings_meta.get("params_digest")
     if options.scope == "pair":
         inputs["text"] = (read_sidecar_meta(manifest, "text") or {}).get("params_digest")
     params = {
@@ -620,7 +630,7 @@ def _near_dup(manifest: Manifest, ids: pa.Array, config: ScoreConfig) -> SignalO
             table.num_rows,
             0,
             round(time.perf_counter() - started, 3),
-            summary=_summary("near_dup", table),
+            summary={**_summary("near_dup", table), **notes},
         )
 
     n = len(ids)
@@ -713,7 +723,7 @@ def _near_dup(manifest: Manifest, ids: pa.Array, config: ScoreConfig) -> SignalO
         0,
         0,
         round(time.perf_counter() - started, 3),
-        summary=_summary("near_dup", table),
+        summary={**_summary("near_dup", table), **notes},
     )
 
 

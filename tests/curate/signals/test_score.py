@@ -169,12 +169,21 @@ def test_near_duplicates_by_clip_embedding(make_manifest, workspace, tmp_path, c
     rows += [pair(f"b{i}", query_text="x", target_image=p) for i, p in enumerate(coco_images[1:4])]
     rows.append(pair("c", query_text="x", target_image=twin))
     manifest = make_manifest("emb", rows)
+    # Weights from a checkpoint file (as real weights would be): random ones are not trusted.
+    import torch
+
+    from curate.signals.clip import ClipModel
+
+    checkpoint = tmp_path / "tiny-clip.pt"
+    torch.save(ClipModel(TINY).model.state_dict(), checkpoint)
+    clip = ClipOptions(model=TINY_CLIP_NAME, pretrained=str(checkpoint), batch_size=3, device="cpu")
     config = ScoreConfig(
         signals=("clip", "near_dup"),
-        clip=TINY,
+        clip=clip,
         near_dup=NearDupOptions(phash_bits=None, cosine=0.99999),
     )
-    score_manifest(workspace, "emb", config)
+    outcomes = {o.signal: o for o in score_manifest(workspace, "emb", config).outcomes}
+    assert "cosine" not in outcomes["near_dup"].summary  # used: no note
     dup = {r["id"]: r for r in read_sidecar(manifest, "near_dup").to_pylist()}
     assert dup["a"]["near_dup_cluster"] == dup["c"]["near_dup_cluster"] == 0
     assert dup["c"]["near_dup_method"] == "embedding"
@@ -182,6 +191,24 @@ def test_near_duplicates_by_clip_embedding(make_manifest, workspace, tmp_path, c
     embeddings = read_sidecar(manifest, "embeddings/clip").column("embedding").to_pylist()
     assert len(embeddings[0]) == 32
     assert np.linalg.norm(np.array(embeddings[0], dtype=np.float32)) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_near_dup_does_not_trust_embeddings_of_random_weights(
+    make_manifest, workspace, coco_images
+):
+    rows = [pair(f"r{i}", query_text="x", target_image=p) for i, p in enumerate(coco_images[:4])]
+    manifest = make_manifest("rand", rows)
+    config = ScoreConfig(
+        signals=("clip", "near_dup"),
+        clip=TINY,  # random weights, as in the demo
+        near_dup=NearDupOptions(phash_bits=None, cosine=-1.0),  # any two would match
+    )
+    outcomes = {o.signal: o for o in score_manifest(workspace, "rand", config).outcomes}
+    assert outcomes["near_dup"].summary["cosine"] == (
+        "not used: the CLIP embeddings come from random weights"
+    )
+    sizes = read_sidecar(manifest, "near_dup").column("near_dup_size").to_pylist()
+    assert sizes == [1, 1, 1, 1]
 
 
 class Interrupt(Exception):
