@@ -29,7 +29,7 @@ Examples:
 
   curate ingest captions.json --format coco --name coco --media-root images/val2017
 
-  curate ingest MSRVTT_JSFUSION_test.csv --name msrvtt-1k --split test --media-root videos/ --verify-decode
+  curate ingest MSRVTT_JSFUSION_test.csv --name msrvtt-1ka --split test --media-root videos/ --verify-decode
 """
 
 
