@@ -22,9 +22,8 @@ import pyarrow as pa
 
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext
-from curate.adapters.generic import check_options
+from curate.adapters.generic import check_options, frame_to_drafts
 from curate.errors import ConfigError, InputError
-from curate.schema import DRAFT_SCHEMA
 
 #: Bytes read per block; each block is cut at its last line end and split by polars at once.
 BLOCK_BYTES = 32 << 20
@@ -172,36 +171,6 @@ def rebatch(frames: Iterator[pl.DataFrame], batch_rows: int) -> Iterator[pl.Data
         pending, held = [joined.slice(start)], held - start
     if held:
         yield pl.concat(pending, rechunk=False)
-
-
-#: Draft fields that describe the pair: a rejected draft keeps none of them (like `rejected()`).
-CONTENT_FIELDS = tuple(
-    name
-    for name in DRAFT_SCHEMA.names
-    if name not in ("record_index", "input_file", "raw", "reject_reason", "reject_message", "task")
-)
-
-
-def frame_to_drafts(frame: pl.DataFrame) -> pa.Table:
-    """A DRAFT_SCHEMA table from a frame holding some draft columns (the others become null).
-
-    Rows with a `reject_reason` keep only provenance, raw and the reason.
-    """
-    if "reject_reason" in frame.columns and frame["reject_reason"].is_not_null().any():
-        keep = pl.col("reject_reason").is_null()
-        frame = frame.with_columns(
-            pl.when(keep).then(pl.col(name)).alias(name)
-            for name in CONTENT_FIELDS
-            if name in frame.columns
-        )
-    table = frame.to_arrow()
-    columns = [
-        table.column(field.name).cast(field.type)
-        if field.name in frame.columns
-        else pa.nulls(frame.height, field.type)
-        for field in DRAFT_SCHEMA
-    ]
-    return pa.Table.from_arrays(columns, schema=DRAFT_SCHEMA)
 
 
 def fix_bad_lines(frame: pl.DataFrame, expected: str) -> pl.DataFrame:

@@ -24,7 +24,6 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext
 from curate.adapters.generic import (
-    RECORD_INDEX,
     VIDEO_EXTENSIONS,
     blank,
     check_options,
@@ -106,8 +105,6 @@ class CovrAdapter(Adapter):
             path,
             batch_rows,
             [
-                pl.col(RECORD_INDEX).cast(pl.Int64).alias("record_index"),
-                pl.lit(str(path)).alias("input_file"),
                 raw_expr(columns).alias("raw"),
                 pl.lit(TASK).alias("task"),
                 source_id.alias("source_id"),

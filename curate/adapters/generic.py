@@ -48,7 +48,7 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext, batched_drafts, draft, raw_json, rejected
 from curate.errors import ConfigError, InputError
-from curate.schema import DRAFT_SCHEMA, PAIR_CONTENT_COLUMNS, TASK_KINDS, modality_of
+from curate.schema import DRAFT_SCHEMA, TASK_KINDS, modality_of
 
 #: How much of a file format sniffing may read.
 HEAD_BYTES = 64 * 1024
@@ -67,9 +67,6 @@ VIDEO_EXTENSIONS = (
     ".flv",
     ".3gp",
 )
-
-# Draft fields that describe the pair; a rejected draft keeps none of them (like `rejected()`).
-_CONTENT_FIELDS = PAIR_CONTENT_COLUMNS
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,17 +401,14 @@ def iter_draft_tables(
     """Stream DRAFT_SCHEMA tables of `lf` mapped through `columns` (draft-named expressions).
 
     The mapping runs inside polars' streaming engine, so reading and mapping overlap on all cores
-    and only one batch at a time reaches Python. `columns` may use `pl.col(RECORD_INDEX)`.
+    and only one batch at a time reaches Python. Provenance is added here: `record_index` (the
+    row's position in the file) and `input_file`; `columns` may use `pl.col(RECORD_INDEX)`.
     """
-    query = lf.with_row_index(RECORD_INDEX).select(*columns)
-    names = query.collect_schema().names()
-    if "reject_reason" in names:
-        keep = pl.col("reject_reason").is_null()
-        query = query.with_columns(
-            pl.when(keep).then(pl.col(name)).otherwise(None).alias(name)
-            for name in _CONTENT_FIELDS
-            if name in names
-        )
+    provenance = [
+        pl.col(RECORD_INDEX).cast(pl.Int64).alias("record_index"),
+        pl.lit(str(path)).alias("input_file"),
+    ]
+    query = lf.with_row_index(RECORD_INDEX).select(*provenance, *columns)
     for frame in _collect_batches(query, path, batch_rows):
         yield frame_to_drafts(frame)
 
@@ -513,8 +507,26 @@ def check_pattern(pattern: str, *, option: str, fields: Sequence[str]) -> str:
     return pattern
 
 
+#: Draft fields that describe the pair: a rejected draft keeps none of them (like `rejected()`).
+CONTENT_FIELDS = tuple(
+    name
+    for name in DRAFT_SCHEMA.names
+    if name not in ("record_index", "input_file", "raw", "reject_reason", "reject_message", "task")
+)
+
+
 def frame_to_drafts(frame: pl.DataFrame) -> pa.Table:
-    """A DRAFT_SCHEMA table from a frame holding some draft columns (the rest become null)."""
+    """A DRAFT_SCHEMA table from a frame holding some draft columns (the rest become null).
+
+    Rows with a `reject_reason` keep only provenance, raw and the reason.
+    """
+    if "reject_reason" in frame.columns and frame["reject_reason"].is_not_null().any():
+        keep = pl.col("reject_reason").is_null()
+        frame = frame.with_columns(
+            pl.when(keep).then(pl.col(name)).alias(name)
+            for name in CONTENT_FIELDS
+            if name in frame.columns
+        )
     table = frame.to_arrow()
     arrays = []
     for field in DRAFT_SCHEMA:
@@ -1006,6 +1018,7 @@ def _clip_bound(value: Any, column: str | None) -> float | None:
 
 
 __all__ = [
+    "CONTENT_FIELDS",
     "HEAD_BYTES",
     "RECORD_INDEX",
     "GenericAdapter",

@@ -21,8 +21,7 @@ import pyarrow.parquet as pq
 
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext
-from curate.adapters.cc3m import frame_to_drafts
-from curate.adapters.generic import check_options, input_files, parquet_columns
+from curate.adapters.generic import check_options, frame_to_drafts, input_files, parquet_columns
 from curate.errors import InputError
 
 TASK = "caption_retrieval"

@@ -42,7 +42,6 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext
 from curate.adapters.generic import (
-    RECORD_INDEX,
     blank,
     check_options,
     input_files,
@@ -217,8 +216,6 @@ class MmebAdapter(Adapter):
             path,
             batch_rows,
             [
-                pl.col(RECORD_INDEX).cast(pl.Int64).alias("record_index"),
-                pl.lit(str(path)).alias("input_file"),
                 raw_expr(columns).alias("raw"),
                 pl.lit(task).alias("task"),
                 pl.lit(subset, pl.String).alias("source_id"),

@@ -25,7 +25,6 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext, batched_drafts, draft, raw_json, rejected
 from curate.adapters.generic import (
-    RECORD_INDEX,
     blank,
     check_options,
     check_pattern,
@@ -101,8 +100,6 @@ class MsrvttAdapter(Adapter):
             path,
             batch_rows,
             [
-                pl.col(RECORD_INDEX).cast(pl.Int64).alias("record_index"),
-                pl.lit(str(path)).alias("input_file"),
                 raw_expr(columns).alias("raw"),
                 pl.lit(TASK).alias("task"),
                 video_id.alias("source_id"),

@@ -36,12 +36,11 @@ from curate.adapters.base import (
 )
 from curate.adapters.cc3m import (
     fix_bad_lines,
-    frame_to_drafts,
     head_lines,
     is_url,
     iter_line_blocks,
 )
-from curate.adapters.generic import check_options, read_head
+from curate.adapters.generic import check_options, frame_to_drafts, read_head
 from curate.errors import InputError
 
 _TASK = "text_retrieval"

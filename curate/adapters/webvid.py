@@ -30,7 +30,6 @@ import pyarrow as pa
 from curate.adapters import register
 from curate.adapters.base import Adapter, AdapterContext
 from curate.adapters.generic import (
-    RECORD_INDEX,
     blank,
     check_options,
     input_files,
@@ -154,8 +153,6 @@ class WebvidAdapter(Adapter):
             path,
             batch_rows,
             [
-                pl.col(RECORD_INDEX).cast(pl.Int64).alias("record_index"),
-                pl.lit(str(path)).alias("input_file"),
                 pl.struct(encoded).struct.json_encode().alias("raw"),
                 pl.lit(TASK).alias("task"),
                 video_id.alias("source_id"),
