@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 from curate.errors import ConfigError, CurateError
 
 EVAL_EPILOG = """
@@ -58,7 +65,6 @@ def _split(text: str | None, what: str) -> list[str]:
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]):
-    from curate.cli.common import Table
 
     table = Table(title=title)
     for column in header:
@@ -80,7 +86,6 @@ def eval_command(
     json_output: bool = JsonOption,
 ) -> None:
     """Evaluate a trained run on a retrieval suite and write the results into the run folder."""
-    from curate.cli.common import Console
     from train.evaluate import eval_dir, evaluate_run
 
     ws = workspace_from(workspace)
@@ -146,7 +151,6 @@ def ablate_command(
     json_output: bool = JsonOption,
 ) -> None:
     """Train and evaluate every (mixture, loss, seed) cell and append to the results store."""
-    from curate.cli.common import Console
     from train.ablate import AblationSpec, failure_lines, run_ablation, summary_rows
     from train.config import parse_override
 

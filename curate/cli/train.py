@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from curate.cli.common import JsonOption, WorkspaceOption, print_json, workspace_from
+from curate.cli.common import (
+    Console,
+    JsonOption,
+    Table,
+    WorkspaceOption,
+    print_json,
+    workspace_from,
+)
 
 TRAIN_EPILOG = """
 Examples:
@@ -74,7 +81,6 @@ def train_command(
 
 
 def _print_summary(summary: dict) -> None:
-    from curate.cli.common import Console, Table
 
     console = Console()
     table = Table(title=f"run {summary['run']}")

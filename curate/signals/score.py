@@ -619,19 +619,24 @@ def _near_dup(manifest: Manifest, ids: pa.Array, config: ScoreConfig) -> SignalO
         "inputs": inputs,
     }
     path = sidecar_path(manifest, "near_dup")
-    if sidecar_up_to_date(manifest, "near_dup", params):
-        table = read_sidecar(manifest, "near_dup", schema=NEAR_DUP_SCHEMA)
-        assert table is not None
+
+    def outcome(table: pa.Table, *, computed: bool) -> SignalOutcome:
+        rows = table.num_rows
         return SignalOutcome(
             "near_dup",
             str(path),
-            table.num_rows,
-            0,
-            table.num_rows,
+            rows,
+            rows if computed else 0,
+            0 if computed else rows,
             0,
             round(time.perf_counter() - started, 3),
             summary={**_summary("near_dup", table), **notes},
         )
+
+    if sidecar_up_to_date(manifest, "near_dup", params):
+        table = read_sidecar(manifest, "near_dup", schema=NEAR_DUP_SCHEMA)
+        assert table is not None
+        return outcome(table, computed=False)
 
     n = len(ids)
     kinds = _aligned(manifest.read_rows(columns=["id", "media_kind"]), ids, "media_kind")
@@ -714,17 +719,7 @@ def _near_dup(manifest: Manifest, ids: pa.Array, config: ScoreConfig) -> SignalO
     )
     writer = SidecarWriter(manifest, "near_dup", NEAR_DUP_SCHEMA, params)
     writer.write_chunk(result)
-    table = writer.finalize(ids)
-    return SignalOutcome(
-        "near_dup",
-        str(path),
-        table.num_rows,
-        table.num_rows,
-        0,
-        0,
-        round(time.perf_counter() - started, 3),
-        summary={**_summary("near_dup", table), **notes},
-    )
+    return outcome(writer.finalize(ids), computed=True)
 
 
 def _torch_device(options: NearDupOptions) -> str | None:

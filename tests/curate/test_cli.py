@@ -179,9 +179,10 @@ def test_an_ingest_that_accepts_nothing_fails_and_keeps_the_manifest_in_place(
     assert not (tmp_path / "manifests" / ".b.rejected").exists()  # stale once built
 
 
-def test_formats_and_ingest_help_are_readable_in_80_columns() -> None:
+def test_formats_and_ingest_help_are_readable_in_80_columns(monkeypatch) -> None:
     from curate.adapters import all_adapters
 
+    monkeypatch.setenv("COLUMNS", "80")  # rich's tables read it (a pipe is laid out wider)
     listing = CliRunner().invoke(app, ["formats"], terminal_width=80).output
     assert "…" not in listing
     # Folded cells: the "files" column holds every pattern in full once its lines are joined.
